@@ -1,0 +1,32 @@
+"""Wiring of the ingest API: routes, error handling and its dependencies."""
+
+from __future__ import annotations
+
+from dramatiq.brokers.redis import RedisBroker
+from pydantic import ValidationError
+from sqlalchemy import Engine
+
+from herald.api.payloads import unprocessable
+from herald.api.resources import Cancel, Messages, Retry
+from herald.core.broker import make_broker, ping_redis
+from herald.core.db import make_engine, ping_database
+from herald.core.settings import Settings
+from herald.core.web import App, create_base_app
+
+
+def create_app(engine: Engine, broker: RedisBroker) -> App:
+    """The ingest app on the given PostgreSQL engine and Redis broker."""
+    app = create_base_app(
+        "api",
+        {"postgresql": lambda: ping_database(engine), "redis": lambda: ping_redis(broker)},
+    )
+    app.add_error_handler(ValidationError, unprocessable)
+    app.add_route("/messages", Messages(engine, broker))
+    app.add_route("/messages/{message_id}/cancel", Cancel(engine))
+    app.add_route("/messages/{message_id}/retry", Retry(engine, broker))
+    return app
+
+
+def app_factory(settings: Settings) -> App:
+    """Build the app and its pools; gunicorn calls this in each worker after the fork."""
+    return create_app(make_engine(settings), make_broker(settings))

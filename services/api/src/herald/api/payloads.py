@@ -1,0 +1,73 @@
+"""Reading a JSON request body into a schema: every kind of bad input becomes its own 4xx."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+import falcon
+import orjson
+from pydantic import BaseModel, ValidationError
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _read_limited(req: falcon.Request, limit: int) -> bytes:
+    if req.content_length is not None and req.content_length > limit:
+        raise falcon.HTTPContentTooLarge(
+            title="Request body too large", description=f"the limit is {limit} bytes"
+        )
+    # A chunked body has no declared length: read one byte past the limit to detect excess.
+    raw = req.bounded_stream.read(limit + 1)
+    if len(raw) > limit:
+        raise falcon.HTTPContentTooLarge(
+            title="Request body too large", description=f"the limit is {limit} bytes"
+        )
+    return raw
+
+
+def _parse_json(raw: bytes) -> Any:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise falcon.HTTPBadRequest(
+            title="Invalid UTF-8", description="the request body is not valid UTF-8"
+        ) from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    # orjson refuses some valid JSON (lone surrogate escapes, huge integers): those are schema
+    # violations (422), not malformed JSON, so the standard parser gets the last word.
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise falcon.HTTPBadRequest(
+            title="Malformed JSON", description="the request body is not valid JSON"
+        ) from None
+
+
+def read_body(req: falcon.Request, model: type[Model], limit: int) -> Model:
+    """The request's JSON body as `model`: 415, 413, 400 or 422 (ValidationError) otherwise."""
+    media_type = (req.content_type or "").split(";", 1)[0].strip().lower()
+    if media_type != falcon.MEDIA_JSON:
+        raise falcon.HTTPUnsupportedMediaType(
+            title="Unsupported media type", description="send the body as application/json"
+        )
+    return model.model_validate(_parse_json(_read_limited(req, limit)))
+
+
+def describe(error: ValidationError) -> str:
+    """A one-line account of every violation, naming each field by its path."""
+    parts = []
+    for item in error.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in item["loc"]) or "body"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def unprocessable(
+    req: falcon.Request, resp: falcon.Response, error: ValidationError, params: dict[str, Any]
+) -> None:
+    """Falcon error handler: a schema violation is 422 with every violation described."""
+    raise falcon.HTTPUnprocessableEntity(title="Invalid message", description=describe(error))

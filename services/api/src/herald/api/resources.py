@@ -1,0 +1,79 @@
+"""The ingest API's HTTP resources: parse, call one function from ingest, shape the answer."""
+
+from __future__ import annotations
+
+import dramatiq
+import falcon
+from sqlalchemy import Engine
+
+from herald.api import ingest
+from herald.api.payloads import read_body
+from herald.core.ids import is_valid_id
+from herald.core.schemas import MAX_REQUEST_BYTES, Accepted, NewMessage
+from herald.core.statuses import Status
+
+
+def status_path(message_id: str) -> str:
+    """Where a client polls a message: the Location of every 202."""
+    return f"/message/{message_id}/status"
+
+
+def _not_found(message_id: str) -> falcon.HTTPNotFound:
+    return falcon.HTTPNotFound(title="Unknown message", description=f"no message {message_id!r}")
+
+
+def _conflict(message_id: str, action: str, status: Status | None) -> falcon.HTTPError:
+    if status is None:
+        return _not_found(message_id)
+    return falcon.HTTPConflict(
+        title=f"Cannot {action}",
+        description=f"message {message_id} is {status.value}",
+    )
+
+
+class Messages:
+    """POST /messages: accept one message."""
+
+    def __init__(self, engine: Engine, broker: dramatiq.Broker) -> None:
+        self._engine = engine
+        self._broker = broker
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        new = read_body(req, NewMessage, MAX_REQUEST_BYTES)
+        accepted = ingest.accept(self._engine, self._broker, new)
+        resp.status = falcon.HTTP_202
+        resp.location = status_path(accepted.id)
+        resp.media = accepted.model_dump(mode="json")
+
+
+class Cancel:
+    """POST /messages/{id}/cancel: scheduled or queued -> canceled."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, message_id: str) -> None:
+        if not is_valid_id(message_id):
+            raise _not_found(message_id)
+        moved, status = ingest.cancel(self._engine, message_id)
+        if not moved:
+            raise _conflict(message_id, "cancel", status)
+        resp.media = Accepted(id=message_id, status=Status.CANCELED).model_dump(mode="json")
+
+
+class Retry:
+    """POST /messages/{id}/retry: failed -> queued, and enqueued again."""
+
+    def __init__(self, engine: Engine, broker: dramatiq.Broker) -> None:
+        self._engine = engine
+        self._broker = broker
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, message_id: str) -> None:
+        if not is_valid_id(message_id):
+            raise _not_found(message_id)
+        moved, status = ingest.retry(self._engine, self._broker, message_id)
+        if not moved:
+            raise _conflict(message_id, "retry", status)
+        resp.status = falcon.HTTP_202
+        resp.location = status_path(message_id)
+        resp.media = Accepted(id=message_id, status=Status.QUEUED).model_dump(mode="json")

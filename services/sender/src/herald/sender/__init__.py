@@ -1,0 +1,1 @@
+"""Herald's sender: Dramatiq workers that deliver messages to the provider."""

@@ -1,0 +1,50 @@
+"""herald-sender: run the Dramatiq workers that deliver messages, plus their metrics server."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+
+from herald.core.settings import Settings
+
+# Seconds past the provider timeout that a stopping worker allows its in-flight sends.
+SHUTDOWN_MARGIN = 2.0
+
+
+def _dramatiq_args(settings: Settings, processes: int, threads: int) -> list[str]:
+    shutdown_ms = round((settings.provider_timeout + SHUTDOWN_MARGIN) * 1000)
+    return [
+        "herald.sender.worker:setup",
+        "--processes", str(processes),
+        "--threads", str(threads),
+        "--worker-shutdown-timeout", str(shutdown_ms),
+        "--fork-function", "herald.sender.sidecar:serve",
+    ]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = Settings()
+    parser = argparse.ArgumentParser(prog="herald-sender", description=__doc__)
+    parser.add_argument(
+        "--processes", type=int, default=settings.sender_processes,
+        help="worker processes (default %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--threads", type=int, default=settings.sender_threads,
+        help="worker threads per process (default %(default)s)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    # Dramatiq reads its tuning from the environment when first imported: set it, then import.
+    settings.export_dramatiq_tuning()
+    from dramatiq import cli as dramatiq_cli
+
+    from herald.core.metrics import use_multiprocess_dir
+
+    with tempfile.TemporaryDirectory(prefix="herald-metrics-") as metrics_dir:
+        use_multiprocess_dir(settings, metrics_dir)
+        # Dramatiq's CLI module is untyped.
+        parser = dramatiq_cli.make_argument_parser()  # type: ignore[no-untyped-call]
+        dramatiq_args = parser.parse_args(_dramatiq_args(settings, args.processes, args.threads))
+        code = dramatiq_cli.main(dramatiq_args)  # type: ignore[no-untyped-call]
+    sys.exit(code)

@@ -1,0 +1,62 @@
+"""Delivering one message: claim it, call the provider once, record what happened."""
+
+from __future__ import annotations
+
+import logging
+
+import dramatiq
+from dramatiq.middleware import CurrentMessage
+from sqlalchemy import Engine
+
+from herald.core import transitions
+from herald.core.settings import Settings
+from herald.sender.provider import PermanentError, Provider, TransientError
+
+log = logging.getLogger(__name__)
+
+
+def _retries_so_far() -> int:
+    message = CurrentMessage.get_current_message()
+    return 0 if message is None else int(message.options.get("retries", 0))
+
+
+class Delivery:
+    """The send actor's body, with its dependencies."""
+
+    def __init__(self, settings: Settings, engine: Engine, provider: Provider) -> None:
+        self._max_retries = settings.max_retries
+        self._engine = engine
+        self._provider = provider
+
+    def send(self, message_id: str) -> None:
+        """Deliver message_id at most once per claim; a duplicate or canceled message is a no-op."""
+        with self._engine.begin() as conn:
+            claimed = transitions.claim(conn, message_id)
+        if claimed is None:
+            log.info("skip %s: not queued or retrying (duplicate, canceled or done)", message_id)
+            return
+        try:
+            self._provider.deliver(claimed)
+        except PermanentError as error:
+            self._record(transitions.mark_failed, message_id, str(error))
+            raise
+        except TransientError as error:
+            self._after_transient(message_id, error)
+        else:
+            self._record(transitions.mark_sent, message_id)
+
+    def _after_transient(self, message_id: str, error: TransientError) -> None:
+        # The same rule as Dramatiq's Retries middleware, which dead-letters the queue message:
+        # after max_retries retries the row is failed too, and never shows a retry that won't come.
+        last = _retries_so_far() >= self._max_retries
+        self._record(
+            transitions.mark_failed if last else transitions.mark_retrying, message_id, str(error)
+        )
+        # Retry, unlike a plain exception, is not logged as a crash; Retries computes the backoff
+        # unless the provider named a delay.
+        raise dramatiq.Retry(str(error), delay=error.retry_after_ms)
+
+    def _record(self, transition: transitions.Transition, message_id: str, *args: str) -> None:
+        with self._engine.begin() as conn:
+            if not transition(conn, message_id, *args):
+                log.warning("%s of %s lost to a concurrent change", transition.__name__, message_id)

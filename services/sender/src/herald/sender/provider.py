@@ -1,0 +1,88 @@
+"""The provider's HTTP contract: one call per attempt, and what each answer means for us."""
+
+from __future__ import annotations
+
+import time
+from email.utils import parsedate_to_datetime
+
+import httpx
+
+from herald.core.settings import Settings
+from herald.core.transitions import Claimed
+
+# Worth trying again: the request timed out or was throttled, or the provider itself failed.
+TRANSIENT_CODES = frozenset({408, 429})
+MAX_ERROR_CHARS = 500
+
+
+class TransientError(Exception):
+    """The attempt failed but a later one may succeed; retry_after_ms if the provider said when."""
+
+    def __init__(self, reason: str, retry_after_ms: int | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after_ms = retry_after_ms
+
+
+class PermanentError(Exception):
+    """The provider refused the message itself; trying again cannot help."""
+
+
+def retry_after_ms(value: str | None, cap_ms: int, now: float | None = None) -> int | None:
+    """Retry-After (delta-seconds or an HTTP date) in milliseconds, capped; None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        delay = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        delay = when.timestamp() - (time.time() if now is None else now)
+    return min(cap_ms, max(0, round(delay * 1000)))
+
+
+def _describe(response: httpx.Response) -> str:
+    return f"HTTP {response.status_code}: {response.text[:MAX_ERROR_CHARS]}".rstrip(": ")
+
+
+def classify(response: httpx.Response, cap_ms: int) -> None:
+    """Return on 2xx; raise TransientError (408, 429, 5xx, other) or PermanentError (other 4xx)."""
+    code = response.status_code
+    if 200 <= code < 300:
+        return
+    if 400 <= code < 500 and code not in TRANSIENT_CODES:
+        raise PermanentError(_describe(response))
+    delay = retry_after_ms(response.headers.get("Retry-After"), cap_ms)
+    raise TransientError(_describe(response), delay)
+
+
+class Provider:
+    """A pooled HTTP client for the provider, shared by every thread of a worker process."""
+
+    def __init__(self, settings: Settings, connections: int) -> None:
+        self._url = settings.provider_url.rstrip("/") + "/message"
+        self._timeout = settings.provider_timeout
+        self._cap_ms = settings.max_backoff_ms
+        self._client = httpx.Client(
+            timeout=settings.provider_timeout,
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        )
+
+    def deliver(self, message: Claimed) -> None:
+        """One attempt; the message id is the Idempotency-Key, so a repeat has no second effect."""
+        try:
+            response = self._client.post(
+                self._url,
+                json={"destination": message.destination, "body": message.body},
+                headers={"Idempotency-Key": message.id},
+            )
+        except httpx.TimeoutException:
+            raise TransientError(f"no answer within {self._timeout:g} s") from None
+        except httpx.TransportError as error:
+            raise TransientError(f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]) from None
+        classify(response, self._cap_ms)
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,43 @@
+"""Dramatiq entry point: `dramatiq herald.sender.worker:setup` builds the broker and actors.
+
+Dramatiq calls setup() in each worker process after the fork, so pools and clients belong to
+the process that uses them.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+
+from herald.core.broker import SEND_ACTOR, SEND_QUEUE, make_broker
+from herald.core.db import make_engine
+from herald.core.settings import Settings
+from herald.sender.delivery import Delivery
+from herald.sender.provider import PermanentError, Provider
+
+
+def declare_actors(broker: dramatiq.Broker, delivery: Delivery) -> dramatiq.Actor[[str], None]:
+    """Register the send actor on broker; a permanent error dead-letters at once (no retries)."""
+    declare = dramatiq.actor(
+        broker=broker,
+        actor_name=SEND_ACTOR,
+        queue_name=SEND_QUEUE,
+        throws=(PermanentError,),
+    )
+    return declare(delivery.send)
+
+
+def build(settings: Settings) -> tuple[dramatiq.Broker, Delivery]:
+    """A broker with the send actor declared on it, wired to fresh pools."""
+    broker = make_broker(settings)
+    threads = settings.sender_threads
+    delivery = Delivery(
+        settings, make_engine(settings, pool_size=threads), Provider(settings, threads)
+    )
+    declare_actors(broker, delivery)
+    return broker, delivery
+
+
+def setup() -> None:
+    """Build Settings once for this process and make its broker Dramatiq's (the only set_broker)."""
+    broker, _ = build(Settings())
+    dramatiq.set_broker(broker)

@@ -1,0 +1,1 @@
+"""Herald's status service: read-only answers about messages, straight from PostgreSQL."""

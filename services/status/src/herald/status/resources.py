@@ -1,0 +1,40 @@
+"""The status service's HTTP resources."""
+
+from __future__ import annotations
+
+import falcon
+from sqlalchemy import Engine
+
+from herald.core.ids import is_valid_id
+from herald.status import queries
+
+
+def _not_found(message_id: str) -> falcon.HTTPNotFound:
+    return falcon.HTTPNotFound(title="Unknown message", description=f"no message {message_id!r}")
+
+
+class MessageStatus:
+    """GET /message/{id}/status: exactly {"status": ...}."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, message_id: str) -> None:
+        # An id that cannot exist costs no query.
+        status = queries.status_of(self._engine, message_id) if is_valid_id(message_id) else None
+        if status is None:
+            raise _not_found(message_id)
+        resp.media = {"status": status.value}
+
+
+class MessageDetail:
+    """GET /message/{id}: the full record."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, message_id: str) -> None:
+        record = queries.record_of(self._engine, message_id) if is_valid_id(message_id) else None
+        if record is None:
+            raise _not_found(message_id)
+        resp.media = record.model_dump(mode="json")

@@ -1,0 +1,1 @@
+"""What Herald's deployables share: settings, statuses, schemas, tables, transitions, setup."""

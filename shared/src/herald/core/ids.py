@@ -1,0 +1,35 @@
+"""Message ids: opaque, URL-safe, unguessable, and sorting as strings in creation order."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+
+# Base-64 digits in ASCII order, so that string order is numeric order (and COLLATE "C" agrees).
+ALPHABET = "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
+TIME_DIGITS = 8  # 48 bits of milliseconds since the epoch: good until the year 10889
+RANDOM_DIGITS = 14  # 84 random bits: unguessable, and no collision within a millisecond
+ID_LENGTH = TIME_DIGITS + RANDOM_DIGITS
+ID_PATTERN = re.compile(rf"[{re.escape(ALPHABET)}]{{{ID_LENGTH}}}")
+
+
+def _encode(value: int, digits: int) -> str:
+    out = []
+    for _ in range(digits):
+        value, digit = divmod(value, 64)
+        out.append(ALPHABET[digit])
+    return "".join(reversed(out))
+
+
+def new_id(now_ms: int | None = None) -> str:
+    """A fresh id whose first characters encode the current millisecond."""
+    millis = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    return _encode(millis, TIME_DIGITS) + _encode(
+        secrets.randbits(6 * RANDOM_DIGITS), RANDOM_DIGITS
+    )
+
+
+def is_valid_id(candidate: str) -> bool:
+    """Whether a string can be an id at all; anything else is answered 404 without a query."""
+    return ID_PATTERN.fullmatch(candidate) is not None

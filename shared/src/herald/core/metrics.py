@@ -1,0 +1,93 @@
+"""Prometheus metrics shared by the deployables, correct across forked worker processes.
+
+Each process writes its samples to files in PROMETHEUS_MULTIPROC_DIR (set by the deployable's
+CLI before it forks); a scrape of any process aggregates all of them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import falcon
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
+
+from herald.core.settings import Settings
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def use_multiprocess_dir(settings: Settings, path: str) -> None:
+    """Make metrics created from now on (here and in forked children) write to files in path."""
+    settings.export_metrics_dir(path)
+    # prometheus-client picks its value storage once, at import; pick again now the dir is known.
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+
+
+def mark_dead(pid: int) -> None:
+    """Drop a finished process's live gauges from what a scrape reports."""
+    multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def scrape_registry() -> CollectorRegistry:
+    """A registry that reads every process's samples from the multiprocess directory."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
+
+
+def exposition() -> bytes:
+    """The current metrics of all processes, in Prometheus text format."""
+    return generate_latest(scrape_registry())
+
+
+class MetricsResource:
+    """GET /metrics."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = CONTENT_TYPE_LATEST
+        resp.data = exposition()
+
+
+class HttpMetrics:
+    """Falcon middleware counting requests and timing them, by route template, method and code."""
+
+    def __init__(self, service: str) -> None:
+        self._requests = Counter(
+            "herald_http_requests_total",
+            "HTTP requests answered.",
+            ["service", "route", "method", "code"],
+            registry=None,  # multiprocess: samples live in files, the scrape collects them
+        )
+        self._latency = Histogram(
+            "herald_http_request_duration_seconds",
+            "Time to answer an HTTP request.",
+            ["service", "route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=None,
+        )
+        self._service = service
+        self._clock: Callable[[], float] = time.perf_counter
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.started = self._clock()
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
+    ) -> None:
+        route = req.uri_template or "unmatched"
+        code = str(resp.status_code)
+        self._requests.labels(self._service, route, req.method, code).inc()
+        started = getattr(req.context, "started", None)
+        if started is not None:
+            elapsed = self._clock() - started
+            self._latency.labels(self._service, route, req.method).observe(elapsed)

@@ -1,0 +1,67 @@
+"""The one place Herald reads its configuration: environment variables prefixed HERALD_."""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import Field, PostgresDsn, RedisDsn
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of every deployable, each with a default that works on a laptop."""
+
+    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore", frozen=True)
+
+    database_url: PostgresDsn = PostgresDsn("postgresql://postgres@127.0.0.1:5432/herald")
+    redis_url: RedisDsn = RedisDsn("redis://127.0.0.1:6379/0")
+    redis_namespace: str = Field("herald", pattern=r"^[A-Za-z0-9_.-]+$")
+
+    provider_url: str = "http://127.0.0.1:3000"
+    provider_timeout: float = Field(5.0, gt=0)
+
+    max_retries: int = Field(5, ge=0)
+    min_backoff_ms: int = Field(500, ge=1)
+    max_backoff_ms: int = Field(60_000, ge=1)
+
+    sweep_interval: float = Field(5.0, gt=0)
+    stuck_after: float = Field(60.0, gt=0)
+
+    # Database pool per process; a request holds a connection only for its statement.
+    db_pool_size: int = Field(10, ge=1)
+    db_connect_timeout: float = Field(2.0, gt=0)
+    db_pool_timeout: float = Field(2.0, gt=0)
+    # A dead Redis must not hold up an ingest answer: the row is durable, the sweeper re-enqueues.
+    redis_socket_timeout: float = Field(0.5, gt=0)
+
+    api_workers: int = Field(2, ge=1)
+    api_threads: int = Field(8, ge=1)
+    status_workers: int = Field(2, ge=1)
+    status_threads: int = Field(8, ge=1)
+
+    sender_processes: int = Field(2, ge=1)
+    sender_threads: int = Field(16, ge=1)
+    # How long an idle worker sleeps between polls of Redis: the idle delivery latency bound.
+    sender_poll_ms: int = Field(10, ge=1)
+    sender_metrics_port: int = Field(9191, ge=0, le=65535)
+
+    messageapp_latency_ms: float = Field(0.0, ge=0)
+    messageapp_failure_rate: float = Field(0.0, ge=0, le=1)
+
+    log_level: str = "INFO"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL with the psycopg 3 driver, whatever scheme the operator wrote."""
+        url = str(self.database_url)
+        scheme, rest = url.split("://", 1)
+        return f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else url
+
+    def export_dramatiq_tuning(self) -> None:
+        """Dramatiq reads its worker tuning from the environment at import: hand it ours."""
+        # Dramatiq spells its variables in lower case.
+        os.environ["dramatiq_worker_timeout"] = str(self.sender_poll_ms)  # noqa: SIM112
+
+    def export_metrics_dir(self, path: str) -> None:
+        """prometheus-client finds its multiprocess directory in the environment: give it one."""
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path

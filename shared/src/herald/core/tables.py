@@ -1,0 +1,59 @@
+"""The messages table: PostgreSQL is the source of truth for every message and its status."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    text,
+)
+
+from herald.core.ids import ID_LENGTH
+from herald.core.statuses import DUE, PENDING, Status
+
+metadata = MetaData()
+
+
+def _status_list(statuses: tuple[Status, ...]) -> str:
+    return ", ".join(f"'{s.value}'" for s in statuses)
+
+
+messages = Table(
+    "messages",
+    metadata,
+    # COLLATE "C": ids sort by byte, which is creation order (see ids.py).
+    Column("id", String(ID_LENGTH, collation="C"), primary_key=True),
+    Column("destination", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("last_error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("send_at", DateTime(timezone=True)),
+    Column("sent_at", DateTime(timezone=True)),
+    CheckConstraint(f"status IN ({_status_list(tuple(Status))})", name="messages_status_valid"),
+    # The sweeper's scan: only rows still owed a delivery, oldest change first. Partial, so it
+    # stays as small as the backlog however many millions of sent rows the table holds.
+    Index(
+        "messages_pending_by_updated",
+        "updated_at",
+        postgresql_where=text(f"status IN ({_status_list(PENDING)})"),
+    ),
+    # The due-time promoter's scan: scheduled rows by the time they come due.
+    Index(
+        "messages_scheduled_by_send_at",
+        "send_at",
+        postgresql_where=text(f"status IN ({_status_list(DUE)})"),
+    ),
+    # Operators list messages by status over time (dead letters first of all).
+    Index("messages_by_status_created", "status", "created_at"),
+)

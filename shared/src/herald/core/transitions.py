@@ -1,0 +1,87 @@
+"""One function per status change, each a single conditional UPDATE that says whether it won.
+
+A duplicate queue message, a sweeper re-enqueue and a late worker can all reach the same row at
+once; because every change names the statuses it may leave, at most one of them moves it, and a
+status never goes backwards. The caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, func, update
+
+from herald.core.statuses import CANCELABLE, CLAIMABLE, DUE, IN_FLIGHT, RETRYABLE, Status
+from herald.core.tables import messages
+
+_m = messages.c
+
+# Any of the functions below: (connection, message id, *values) -> whether the row moved.
+Transition = Callable[..., bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """What a sender needs once it owns a message."""
+
+    id: str
+    destination: str
+    body: str
+    attempts: int
+
+
+def _move(
+    conn: Connection,
+    message_id: str,
+    sources: tuple[Status, ...],
+    target: Status,
+    **values: object,
+) -> bool:
+    result = conn.execute(
+        update(messages)
+        .where(_m.id == message_id, _m.status.in_(sources))
+        .values(status=target, updated_at=func.now(), **values)
+    )
+    return result.rowcount == 1
+
+
+def claim(conn: Connection, message_id: str) -> Claimed | None:
+    """queued|retrying -> sending, counting the attempt. None: not ours to send; do not send."""
+    row = conn.execute(
+        update(messages)
+        .where(_m.id == message_id, _m.status.in_(CLAIMABLE))
+        .values(status=Status.SENDING, attempts=_m.attempts + 1, updated_at=func.now())
+        .returning(_m.id, _m.destination, _m.body, _m.attempts)
+    ).first()
+    return None if row is None else Claimed(row.id, row.destination, row.body, row.attempts)
+
+
+def mark_sent(conn: Connection, message_id: str) -> bool:
+    """sending -> sent: the provider accepted it."""
+    return _move(conn, message_id, IN_FLIGHT, Status.SENT, sent_at=func.now(), last_error=None)
+
+
+def mark_retrying(conn: Connection, message_id: str, error: str) -> bool:
+    """sending -> retrying: a transient failure; another attempt is due."""
+    return _move(conn, message_id, IN_FLIGHT, Status.RETRYING, last_error=error)
+
+
+def mark_failed(conn: Connection, message_id: str, error: str) -> bool:
+    """sending -> failed: a permanent error or the last retry spent."""
+    return _move(conn, message_id, IN_FLIGHT, Status.FAILED, last_error=error)
+
+
+def cancel(conn: Connection, message_id: str) -> bool:
+    """scheduled|queued -> canceled: no sender has claimed it, and none ever will."""
+    return _move(conn, message_id, CANCELABLE, Status.CANCELED)
+
+
+def requeue_failed(conn: Connection, message_id: str) -> bool:
+    """failed -> queued: an operator's manual retry."""
+    return _move(conn, message_id, RETRYABLE, Status.QUEUED)
+
+
+def promote(conn: Connection, message_id: str) -> bool:
+    """scheduled -> queued: its send_at has come."""
+    return _move(conn, message_id, DUE, Status.QUEUED)

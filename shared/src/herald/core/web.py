@@ -1,0 +1,130 @@
+"""What the HTTP deployables share: JSON errors, health and readiness, and serving on gunicorn."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import falcon
+from gunicorn.app.base import BaseApplication
+
+from herald.core.db import DatabaseUnavailable
+from herald.core.metrics import HttpMetrics, MetricsResource, mark_dead, use_multiprocess_dir
+from herald.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Seconds a client should wait before trying again after a 503.
+RETRY_AFTER_SECONDS = 1
+
+
+def json_error(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
+    """Every error is JSON with a title and a description, the framework's own 404/405 included."""
+    resp.content_type = falcon.MEDIA_JSON
+    resp.media = {"title": error.title, "description": error.description or error.title}
+
+
+def _database_unavailable(
+    req: falcon.Request, resp: falcon.Response, error: Exception, params: dict[str, Any]
+) -> None:
+    log.warning("database unavailable: %s", error.__class__.__name__)
+    raise falcon.HTTPServiceUnavailable(
+        title="Database unavailable",
+        description="PostgreSQL cannot be reached right now; nothing was stored. Retry later.",
+        retry_after=RETRY_AFTER_SECONDS,
+    )
+
+
+Check = Callable[[], None]
+# Falcon's WSGI app with its default request and response types.
+App = falcon.App[falcon.Request, falcon.Response]
+
+
+class Health:
+    """GET /healthz: the process is alive and serving."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"status": "ok"}
+
+
+class Ready:
+    """GET /readyz: 200 when every dependency answers, else 503 naming the ones that do not."""
+
+    def __init__(self, checks: dict[str, Check]) -> None:
+        self._checks = checks
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        failing = []
+        for name, check in self._checks.items():
+            try:
+                check()
+            except Exception:  # any failure of a dependency means "not ready"
+                failing.append(name)
+        if failing:
+            raise falcon.HTTPServiceUnavailable(
+                title="Not ready",
+                description=f"unreachable: {', '.join(failing)}",
+                retry_after=RETRY_AFTER_SECONDS,
+            )
+        resp.media = {"status": "ready"}
+
+
+def create_base_app(service: str, checks: dict[str, Check]) -> App:
+    """A Falcon app with JSON errors, 503 on database outages, metrics and health routes."""
+    app = falcon.App(middleware=[HttpMetrics(service)])
+    app.set_error_serializer(json_error)
+    app.add_error_handler(DatabaseUnavailable, _database_unavailable)
+    app.add_route("/healthz", Health())
+    app.add_route("/readyz", Ready(checks))
+    app.add_route("/metrics", MetricsResource())
+    return app
+
+
+class _Server(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type hints
+    def __init__(self, factory: Callable[[], App], options: dict[str, Any]) -> None:
+        self._factory = factory
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> App:
+        # Called in each worker after the fork, so pools and sockets are the worker's own.
+        return self._factory()
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    mark_dead(worker.pid)
+
+
+def serve(
+    factory: Callable[[], App],
+    *,
+    bind: str,
+    workers: int,
+    threads: int,
+    settings: Settings,
+    extra: Iterable[tuple[str, Any]] = (),
+) -> None:
+    """Run factory's app on gunicorn until SIGTERM/SIGINT; in-flight requests finish first."""
+    with tempfile.TemporaryDirectory(prefix="herald-metrics-") as metrics_dir:
+        use_multiprocess_dir(settings, metrics_dir)
+        options: dict[str, Any] = {
+            "bind": bind,
+            "workers": workers,
+            "threads": threads,
+            "worker_class": "gthread" if threads > 1 else "sync",
+            # Leave well inside the deployables' shutdown bound (provider timeout + 5 s).
+            "graceful_timeout": 4,
+            "accesslog": None,
+            "loglevel": settings.log_level.lower(),
+            "child_exit": _child_exit,
+            # Several Herald servers share a host; none needs gunicorn's control socket.
+            "control_socket_disable": True,
+            **dict(extra),
+        }
+        _Server(factory, options).run()

@@ -1,0 +1,213 @@
+"""The ingest API in-process on real PostgreSQL and Redis: storage, enqueueing and bad input."""
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import falcon.testing
+import pytest
+from dramatiq.brokers.redis import RedisBroker
+from sqlalchemy import Engine, select
+
+from herald.api.app import create_app
+from herald.core.broker import SEND_QUEUE, make_broker
+from herald.core.schemas import MAX_BODY_CHARS, MAX_DESTINATION_CHARS, MAX_REQUEST_BYTES
+from herald.core.settings import Settings
+from herald.core.tables import messages
+
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture
+def broker(settings: Settings) -> Iterator[RedisBroker]:
+    broker = make_broker(settings)
+    yield broker
+    broker.close()
+
+
+@pytest.fixture
+def client(engine: Engine, broker: RedisBroker) -> falcon.testing.TestClient:
+    return falcon.testing.TestClient(create_app(engine, broker))
+
+
+def _queued_ids(broker: RedisBroker) -> list[str]:
+    """The message ids waiting on the send queue, in queue order."""
+    queue = f"{broker.namespace}:{SEND_QUEUE}"
+    redis_ids = broker.client.lrange(queue, 0, -1)
+    bodies = [broker.client.hget(f"{queue}.msgs", rid) for rid in redis_ids]
+    return [json.loads(body or b"{}")["args"][0] for body in bodies]
+
+
+def _post(client: falcon.testing.TestClient, body: object) -> falcon.testing.Result:
+    return client.simulate_post("/messages", json=body)
+
+
+def test_accepted_message_is_stored_then_enqueued(
+    client: falcon.testing.TestClient, engine: Engine, broker: RedisBroker
+) -> None:
+    result = _post(client, {"destination": "+15550001", "body": "hello"})
+    assert result.status_code == 202
+    message_id = result.json["id"]
+    assert result.json == {"id": message_id, "status": "queued"}
+    assert result.headers["Location"] == f"/message/{message_id}/status"
+    with engine.connect() as conn:
+        row = conn.execute(select(messages).where(messages.c.id == message_id)).one()
+    assert (row.destination, row.body, row.status, row.attempts) == (
+        "+15550001",
+        "hello",
+        "queued",
+        0,
+    )
+    assert _queued_ids(broker) == [message_id]
+
+
+def test_future_send_at_is_scheduled_and_not_enqueued(
+    client: falcon.testing.TestClient, broker: RedisBroker
+) -> None:
+    later = (datetime.now(UTC) + timedelta(days=10)).isoformat()
+    result = _post(client, {"destination": "d", "body": "b", "send_at": later})
+    assert (result.status_code, result.json["status"]) == (202, "scheduled")
+    assert _queued_ids(broker) == []
+
+
+def test_past_send_at_is_sent_at_once(
+    client: falcon.testing.TestClient, broker: RedisBroker
+) -> None:
+    result = _post(client, {"destination": "d", "body": "b", "send_at": "2001-01-01T00:00:00Z"})
+    assert (result.status_code, result.json["status"]) == (202, "queued")
+    assert _queued_ids(broker) == [result.json["id"]]
+
+
+def test_ids_of_successive_posts_sort_in_acceptance_order(
+    client: falcon.testing.TestClient,
+) -> None:
+    ids = [_post(client, {"destination": "d", "body": str(i)}).json["id"] for i in range(20)]
+    assert len(set(ids)) == 20
+    # To the millisecond: ids of different milliseconds sort in order.
+    assert ids[0] < ids[-1]
+
+
+def _assert_error(result: falcon.testing.Result, code: int) -> None:
+    assert result.status_code == code, result.text
+    assert result.headers["Content-Type"].startswith("application/json")
+    assert set(result.json) == {"title", "description"}
+    assert result.json["title"]
+    assert result.json["description"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "headers", "code"),
+    [
+        (b'{"destination": "d", "body": "b"}', {}, 415),
+        (b'{"destination": "d", "body": "b"}', {"Content-Type": "text/plain"}, 415),
+        (b'{"destination": "d", "body": "b"', JSON, 400),
+        (b"", JSON, 400),
+        (b'{"destination": "d", "body": "\xff"}', JSON, 400),
+        (b"[" * 30_000 + b"]" * 30_000, JSON, 400),
+        (b'{"destination": "d", "body": "b\\u0000"}', JSON, 422),
+        (b'{"destination": "d", "body": "\\ud800"}', JSON, 422),
+        (b'{"destination": "d", "body": "b", "priority": 1}', JSON, 422),
+        (b'{"destination": "d"}', JSON, 422),
+        (b'{"destination": 1, "body": "b"}', JSON, 422),
+        (b'{"destination": "d", "body": 99999999999999999999999}', JSON, 422),
+        (b'["d", "b"]', JSON, 422),
+        (b'"text"', JSON, 422),
+        (b"null", JSON, 422),
+        (b'{"destination": "d", "body": "b", "send_at": "2030-01-01T00:00:00"}', JSON, 422),
+        (b'{"destination": "d", "body": "b", "send_at": "next week"}', JSON, 422),
+    ],
+)
+def test_bad_input_gets_its_4xx_with_a_json_error(
+    client: falcon.testing.TestClient, raw: bytes, headers: dict[str, str], code: int
+) -> None:
+    _assert_error(client.simulate_post("/messages", body=raw, headers=headers), code)
+
+
+@pytest.mark.parametrize(
+    ("destination", "body", "code"),
+    [
+        ("d" * MAX_DESTINATION_CHARS, "b" * MAX_BODY_CHARS, 202),
+        ("d" * (MAX_DESTINATION_CHARS + 1), "b", 422),
+        ("d", "b" * (MAX_BODY_CHARS + 1), 422),
+        ("   ", "b", 422),
+        ("d", "", 422),
+    ],
+)
+def test_documented_lengths(
+    client: falcon.testing.TestClient, destination: str, body: str, code: int
+) -> None:
+    assert _post(client, {"destination": destination, "body": body}).status_code == code
+
+
+def test_body_over_64_kib_is_413(client: falcon.testing.TestClient) -> None:
+    raw = b'{"destination": "d", "body": "' + b"x" * MAX_REQUEST_BYTES + b'"}'
+    _assert_error(client.simulate_post("/messages", body=raw, headers=JSON), 413)
+
+
+def test_charset_parameter_is_accepted(client: falcon.testing.TestClient) -> None:
+    headers = {"Content-Type": "application/json; charset=utf-8"}
+    result = client.simulate_post(
+        "/messages", body=b'{"destination":"d","body":"b"}', headers=headers
+    )
+    assert result.status_code == 202
+
+
+def test_unknown_path_and_wrong_method_are_json(client: falcon.testing.TestClient) -> None:
+    _assert_error(client.simulate_get("/nowhere"), 404)
+    _assert_error(client.simulate_get("/messages"), 405)
+    _assert_error(client.simulate_delete("/messages"), 405)
+
+
+def test_cancel_queued_then_conflict(client: falcon.testing.TestClient) -> None:
+    message_id = _post(client, {"destination": "d", "body": "b"}).json["id"]
+    result = client.simulate_post(f"/messages/{message_id}/cancel")
+    assert (result.status_code, result.json) == (200, {"id": message_id, "status": "canceled"})
+    again = client.simulate_post(f"/messages/{message_id}/cancel")
+    _assert_error(again, 409)
+    assert "canceled" in again.json["description"]
+
+
+def test_retry_of_a_message_that_has_not_failed_is_409(client: falcon.testing.TestClient) -> None:
+    message_id = _post(client, {"destination": "d", "body": "b"}).json["id"]
+    _assert_error(client.simulate_post(f"/messages/{message_id}/retry"), 409)
+
+
+@pytest.mark.parametrize("action", ["cancel", "retry"])
+def test_cancel_and_retry_of_unknown_ids_are_404(
+    client: falcon.testing.TestClient, action: str
+) -> None:
+    _assert_error(client.simulate_post(f"/messages/-P77H0heo8YbSL83y6dCQL/{action}"), 404)
+    _assert_error(client.simulate_post(f"/messages/not-an-id/{action}"), 404)
+
+
+def test_readyz_checks_postgresql_and_redis(client: falcon.testing.TestClient) -> None:
+    assert client.simulate_get("/readyz").json == {"status": "ready"}
+    assert client.simulate_get("/healthz").status_code == 200
+
+
+def test_readyz_is_503_when_redis_is_unreachable(engine: Engine, database_url: str) -> None:
+    dead = Settings(database_url=database_url, redis_url="redis://127.0.0.1:1/0")
+    app = create_app(engine, make_broker(dead))
+    result = falcon.testing.TestClient(app).simulate_get("/readyz")
+    _assert_error(result, 503)
+    assert "redis" in result.json["description"]
+
+
+def test_redis_down_still_accepts_durably(engine: Engine, database_url: str) -> None:
+    dead = Settings(database_url=database_url, redis_url="redis://127.0.0.1:1/0")
+    client = falcon.testing.TestClient(create_app(engine, make_broker(dead)))
+    result = _post(client, {"destination": "d", "body": "b"})
+    assert result.status_code == 202
+    with engine.connect() as conn:
+        status = conn.execute(select(messages.c.status).where(messages.c.id == result.json["id"]))
+        assert status.scalar() == "queued"
+
+
+def test_postgresql_down_is_503_with_retry_after(broker: RedisBroker) -> None:
+    from herald.core.db import make_engine
+
+    dead = make_engine(Settings(database_url="postgresql://postgres@127.0.0.1:1/none"))
+    client = falcon.testing.TestClient(create_app(dead, broker))
+    result = _post(client, {"destination": "d", "body": "b"})
+    _assert_error(result, 503)
+    assert result.headers["Retry-After"] == "1"

@@ -1,0 +1,147 @@
+"""Every status change against the real PostgreSQL: who wins, and that nothing goes backwards."""
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import Engine, insert, select
+
+from herald.core import transitions
+from herald.core.ids import new_id
+from herald.core.statuses import Status
+from herald.core.tables import messages
+
+
+def _row(engine: Engine, status: Status) -> str:
+    message_id = new_id()
+    with engine.begin() as conn:
+        conn.execute(
+            insert(messages).values(id=message_id, destination="d", body="b", status=status)
+        )
+    return message_id
+
+
+def _status(engine: Engine, message_id: str) -> tuple[str, int, str | None]:
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(messages.c.status, messages.c.attempts, messages.c.last_error).where(
+                messages.c.id == message_id
+            )
+        ).one()
+    return row.status, row.attempts, row.last_error
+
+
+def test_claim_moves_queued_to_sending_and_counts_the_attempt(engine: Engine) -> None:
+    message_id = _row(engine, Status.QUEUED)
+    with engine.begin() as conn:
+        claimed = transitions.claim(conn, message_id)
+    assert claimed is not None
+    assert (claimed.destination, claimed.body, claimed.attempts) == ("d", "b", 1)
+    assert _status(engine, message_id) == ("sending", 1, None)
+
+
+def test_second_claim_returns_none(engine: Engine) -> None:
+    message_id = _row(engine, Status.QUEUED)
+    with engine.begin() as conn:
+        assert transitions.claim(conn, message_id) is not None
+    with engine.begin() as conn:
+        assert transitions.claim(conn, message_id) is None
+
+
+def test_concurrent_claims_have_exactly_one_winner(engine: Engine) -> None:
+    message_id = _row(engine, Status.QUEUED)
+
+    def attempt(_: int) -> bool:
+        with engine.begin() as conn:
+            return transitions.claim(conn, message_id) is not None
+
+    with ThreadPoolExecutor(4) as pool:
+        wins = list(pool.map(attempt, range(4)))
+    assert wins.count(True) == 1
+
+
+def test_retrying_message_can_be_claimed_again(engine: Engine) -> None:
+    message_id = _row(engine, Status.RETRYING)
+    with engine.begin() as conn:
+        assert transitions.claim(conn, message_id) is not None
+
+
+@pytest.mark.parametrize(
+    "status", [Status.SCHEDULED, Status.SENDING, Status.SENT, Status.FAILED, Status.CANCELED]
+)
+def test_only_queued_or_retrying_can_be_claimed(engine: Engine, status: Status) -> None:
+    message_id = _row(engine, status)
+    with engine.begin() as conn:
+        assert transitions.claim(conn, message_id) is None
+    assert _status(engine, message_id)[0] == status
+
+
+def test_mark_sent_records_sent_at_and_clears_the_error(engine: Engine) -> None:
+    message_id = _row(engine, Status.SENDING)
+    with engine.begin() as conn:
+        assert transitions.mark_sent(conn, message_id)
+    with engine.connect() as conn:
+        sent_at = conn.execute(select(messages.c.sent_at).where(messages.c.id == message_id))
+        assert sent_at.scalar() is not None
+
+
+@pytest.mark.parametrize(
+    ("transition", "target"),
+    [(transitions.mark_retrying, "retrying"), (transitions.mark_failed, "failed")],
+)
+def test_failures_record_last_error(
+    engine: Engine, transition: Callable[..., bool], target: str
+) -> None:
+    message_id = _row(engine, Status.SENDING)
+    with engine.begin() as conn:
+        assert transition(conn, message_id, "HTTP 503")
+    assert _status(engine, message_id) == (target, 0, "HTTP 503")
+
+
+def test_a_sent_message_never_moves_backwards(engine: Engine) -> None:
+    message_id = _row(engine, Status.SENT)
+    with engine.begin() as conn:
+        assert not transitions.mark_retrying(conn, message_id, "late")
+        assert not transitions.mark_failed(conn, message_id, "late")
+        assert not transitions.cancel(conn, message_id)
+        assert not transitions.requeue_failed(conn, message_id)
+    assert _status(engine, message_id)[0] == "sent"
+
+
+@pytest.mark.parametrize(
+    ("status", "allowed"),
+    [(Status.SCHEDULED, True), (Status.QUEUED, True), (Status.SENDING, False),
+     (Status.RETRYING, False), (Status.SENT, False), (Status.FAILED, False)],
+)  # fmt: skip
+def test_cancel_only_before_a_sender_claims(engine: Engine, status: Status, allowed: bool) -> None:
+    message_id = _row(engine, status)
+    with engine.begin() as conn:
+        assert transitions.cancel(conn, message_id) is allowed
+
+
+def test_manual_retry_requeues_only_failed(engine: Engine) -> None:
+    failed, sent = _row(engine, Status.FAILED), _row(engine, Status.SENT)
+    with engine.begin() as conn:
+        assert transitions.requeue_failed(conn, failed)
+        assert not transitions.requeue_failed(conn, sent)
+    assert _status(engine, failed)[0] == "queued"
+
+
+def test_promote_moves_scheduled_to_queued(engine: Engine) -> None:
+    message_id = _row(engine, Status.SCHEDULED)
+    with engine.begin() as conn:
+        assert transitions.promote(conn, message_id)
+        assert not transitions.promote(conn, message_id)
+
+
+def test_unknown_id_moves_nothing(engine: Engine) -> None:
+    with engine.begin() as conn:
+        assert transitions.claim(conn, new_id()) is None
+        assert not transitions.cancel(conn, new_id())
+
+
+def test_status_column_rejects_unknown_statuses(engine: Engine) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(insert(messages).values(id=new_id(), destination="d", body="b", status="lost"))

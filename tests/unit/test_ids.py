@@ -1,0 +1,31 @@
+from herald.core.ids import ALPHABET, ID_LENGTH, is_valid_id, new_id
+
+
+def test_alphabet_is_in_ascii_order_so_string_order_is_numeric_order() -> None:
+    assert list(ALPHABET) == sorted(ALPHABET)
+    assert len(set(ALPHABET)) == 64
+
+
+def test_ids_are_url_safe_and_fixed_length() -> None:
+    message_id = new_id()
+    assert len(message_id) == ID_LENGTH
+    assert set(message_id) <= set(ALPHABET)
+    assert is_valid_id(message_id)
+
+
+def test_later_millisecond_sorts_after_earlier() -> None:
+    earlier = [new_id(now_ms=1_700_000_000_000 + i) for i in range(0, 5000, 7)]
+    assert earlier == sorted(earlier)
+
+
+def test_ids_in_the_same_millisecond_differ() -> None:
+    ids = {new_id(now_ms=1_700_000_000_000) for _ in range(10_000)}
+    assert len(ids) == 10_000
+
+
+def test_malformed_ids_are_not_valid() -> None:
+    assert not is_valid_id("")
+    assert not is_valid_id("a" * (ID_LENGTH - 1))
+    assert not is_valid_id("a" * (ID_LENGTH + 1))
+    assert not is_valid_id("!" * ID_LENGTH)
+    assert not is_valid_id("../" + "a" * (ID_LENGTH - 3))

@@ -1,0 +1,64 @@
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
+import httpx
+import pytest
+
+from herald.sender.provider import PermanentError, TransientError, classify, retry_after_ms
+
+CAP_MS = 60_000
+
+
+def _response(code: int, retry_after: str | None = None) -> httpx.Response:
+    headers = {"Retry-After": retry_after} if retry_after is not None else {}
+    return httpx.Response(code, headers=headers, text="why")
+
+
+@pytest.mark.parametrize("code", [200, 201, 202, 204])
+def test_2xx_is_accepted(code: int) -> None:
+    classify(_response(code), CAP_MS)
+
+
+@pytest.mark.parametrize("code", [408, 429, 500, 502, 503, 504])
+def test_timeouts_throttling_and_server_errors_are_transient(code: int) -> None:
+    with pytest.raises(TransientError):
+        classify(_response(code), CAP_MS)
+
+
+@pytest.mark.parametrize("code", [400, 401, 403, 404, 409, 410, 413, 422])
+def test_other_4xx_are_permanent(code: int) -> None:
+    with pytest.raises(PermanentError, match=f"HTTP {code}"):
+        classify(_response(code), CAP_MS)
+
+
+def test_retry_after_seconds_is_honoured() -> None:
+    with pytest.raises(TransientError) as caught:
+        classify(_response(429, "2"), CAP_MS)
+    assert caught.value.retry_after_ms == 2000
+
+
+def test_fractional_retry_after_is_honoured() -> None:
+    assert retry_after_ms("0.25", CAP_MS) == 250
+
+
+def test_retry_after_is_capped_by_max_backoff() -> None:
+    assert retry_after_ms("3600", 5000) == 5000
+
+
+def test_retry_after_http_date_is_relative_to_now() -> None:
+    now = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
+    later = format_datetime(datetime(2030, 1, 1, 12, 0, 3, tzinfo=UTC), usegmt=True)
+    assert retry_after_ms(later, CAP_MS, now=now.timestamp()) == 3000
+
+
+def test_retry_after_in_the_past_means_now() -> None:
+    assert retry_after_ms("Wed, 21 Oct 2015 07:28:00 GMT", CAP_MS) == 0
+
+
+@pytest.mark.parametrize("value", [None, "", "soon", "-"])
+def test_missing_or_garbled_retry_after_leaves_backoff_to_the_policy(value: str | None) -> None:
+    assert retry_after_ms(value, CAP_MS) is None
+
+
+def test_negative_seconds_mean_now() -> None:
+    assert retry_after_ms("-5", CAP_MS) == 0
