@@ -11,11 +11,10 @@ from sqlalchemy import Engine, select
 
 from herald.api.app import create_app
 from herald.core.broker import SEND_QUEUE, make_broker
-from herald.core.schemas import MAX_BODY_CHARS, MAX_DESTINATION_CHARS, MAX_REQUEST_BYTES
+from herald.core.schemas import MAX_BODY_CHARS, MAX_DESTINATION_CHARS
 from herald.core.settings import Settings
 from herald.core.tables import messages
-
-JSON = {"Content-Type": "application/json"}
+from tests.badinput import BAD_INPUT, JSON, check_error
 
 
 @pytest.fixture
@@ -88,35 +87,11 @@ def test_ids_of_successive_posts_sort_in_acceptance_order(
 
 
 def _assert_error(result: falcon.testing.Result, code: int) -> None:
-    assert result.status_code == code, result.text
-    assert result.headers["Content-Type"].startswith("application/json")
-    assert set(result.json) == {"title", "description"}
-    assert result.json["title"]
-    assert result.json["description"]
+    headers = {k.lower(): v for k, v in result.headers.items()}
+    check_error(result.status_code, headers, result.json, code)
 
 
-@pytest.mark.parametrize(
-    ("raw", "headers", "code"),
-    [
-        (b'{"destination": "d", "body": "b"}', {}, 415),
-        (b'{"destination": "d", "body": "b"}', {"Content-Type": "text/plain"}, 415),
-        (b'{"destination": "d", "body": "b"', JSON, 400),
-        (b"", JSON, 400),
-        (b'{"destination": "d", "body": "\xff"}', JSON, 400),
-        (b"[" * 30_000 + b"]" * 30_000, JSON, 400),
-        (b'{"destination": "d", "body": "b\\u0000"}', JSON, 422),
-        (b'{"destination": "d", "body": "\\ud800"}', JSON, 422),
-        (b'{"destination": "d", "body": "b", "priority": 1}', JSON, 422),
-        (b'{"destination": "d"}', JSON, 422),
-        (b'{"destination": 1, "body": "b"}', JSON, 422),
-        (b'{"destination": "d", "body": 99999999999999999999999}', JSON, 422),
-        (b'["d", "b"]', JSON, 422),
-        (b'"text"', JSON, 422),
-        (b"null", JSON, 422),
-        (b'{"destination": "d", "body": "b", "send_at": "2030-01-01T00:00:00"}', JSON, 422),
-        (b'{"destination": "d", "body": "b", "send_at": "next week"}', JSON, 422),
-    ],
-)
+@pytest.mark.parametrize(("raw", "headers", "code"), BAD_INPUT)
 def test_bad_input_gets_its_4xx_with_a_json_error(
     client: falcon.testing.TestClient, raw: bytes, headers: dict[str, str], code: int
 ) -> None:
@@ -137,11 +112,6 @@ def test_documented_lengths(
     client: falcon.testing.TestClient, destination: str, body: str, code: int
 ) -> None:
     assert _post(client, {"destination": destination, "body": body}).status_code == code
-
-
-def test_body_over_64_kib_is_413(client: falcon.testing.TestClient) -> None:
-    raw = b'{"destination": "d", "body": "' + b"x" * MAX_REQUEST_BYTES + b'"}'
-    _assert_error(client.simulate_post("/messages", body=raw, headers=JSON), 413)
 
 
 def test_charset_parameter_is_accepted(client: falcon.testing.TestClient) -> None:
@@ -211,3 +181,56 @@ def test_postgresql_down_is_503_with_retry_after(broker: RedisBroker) -> None:
     result = _post(client, {"destination": "d", "body": "b"})
     _assert_error(result, 503)
     assert result.headers["Retry-After"] == "1"
+
+
+def _batch(client: falcon.testing.TestClient, items: list[object]) -> falcon.testing.Result:
+    return client.simulate_post("/messages/batch", json={"messages": items})
+
+
+def test_batch_answers_ids_in_item_order_and_enqueues_in_that_order(
+    client: falcon.testing.TestClient, broker: RedisBroker, engine: Engine
+) -> None:
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    items: list[object] = [{"destination": f"d{i}", "body": f"b{i}"} for i in range(5)]
+    items.insert(2, {"destination": "s", "body": "later", "send_at": later})
+    result = _batch(client, items)
+    assert result.status_code == 202
+    answered = result.json["messages"]
+    assert [a["status"] for a in answered] == ["queued"] * 2 + ["scheduled"] + ["queued"] * 3
+    queued = [a["id"] for a in answered if a["status"] == "queued"]
+    assert _queued_ids(broker) == queued
+    with engine.connect() as conn:
+        bodies = {row.id: row.body for row in conn.execute(select(messages.c.id, messages.c.body))}
+    assert [bodies[a["id"]] for a in answered] == ["b0", "b1", "later", "b2", "b3", "b4"]
+
+
+def test_batch_validation_is_all_or_nothing_naming_each_bad_index(
+    client: falcon.testing.TestClient, engine: Engine
+) -> None:
+    items = [
+        {"destination": "d", "body": "ok"},
+        {"destination": "d"},
+        {"destination": "", "body": "b"},
+    ]
+    result = _batch(client, items)
+    _assert_error(result, 422)
+    assert "messages.1" in result.json["description"]
+    assert "messages.2" in result.json["description"]
+    with engine.connect() as conn:
+        assert conn.execute(select(messages.c.id)).first() is None
+
+
+@pytest.mark.parametrize("count", [0, 1001])
+def test_batch_size_is_1_to_1000(client: falcon.testing.TestClient, count: int) -> None:
+    _assert_error(_batch(client, [{"destination": "d", "body": "b"}] * count), 422)
+
+
+def test_batch_of_1000_is_accepted(client: falcon.testing.TestClient) -> None:
+    result = _batch(client, [{"destination": "d", "body": "b"}] * 1000)
+    assert result.status_code == 202
+    assert len({a["id"] for a in result.json["messages"]}) == 1000
+
+
+def test_batch_body_over_16_mib_is_413(client: falcon.testing.TestClient) -> None:
+    raw = b'{"messages": [{"destination": "d", "body": "' + b"x" * (16 * 1024 * 1024) + b'"}]}'
+    _assert_error(client.simulate_post("/messages/batch", body=raw, headers=JSON), 413)

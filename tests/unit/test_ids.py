@@ -29,3 +29,9 @@ def test_malformed_ids_are_not_valid() -> None:
     assert not is_valid_id("a" * (ID_LENGTH + 1))
     assert not is_valid_id("!" * ID_LENGTH)
     assert not is_valid_id("../" + "a" * (ID_LENGTH - 3))
+
+
+def test_ids_drawn_in_one_process_sort_in_drawing_order() -> None:
+    ids = [new_id() for _ in range(10_000)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)

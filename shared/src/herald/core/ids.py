@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
 import time
 
 # Base-64 digits in ASCII order, so that string order is numeric order (and COLLATE "C" agrees).
@@ -22,12 +23,26 @@ def _encode(value: int, digits: int) -> str:
     return "".join(reversed(out))
 
 
+_RANDOM_BITS = 6 * RANDOM_DIGITS
+_lock = threading.Lock()
+_last = (0, 0)  # (millisecond, random part) of this process's latest id
+
+
 def new_id(now_ms: int | None = None) -> str:
-    """A fresh id whose first characters encode the current millisecond."""
+    """A fresh id whose first characters encode the current millisecond.
+
+    Within one process ids also sort in the order they were drawn: in the same millisecond the
+    next id is the previous random part plus one (still unguessable: the start is random).
+    """
+    global _last
     millis = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    return _encode(millis, TIME_DIGITS) + _encode(
-        secrets.randbits(6 * RANDOM_DIGITS), RANDOM_DIGITS
-    )
+    with _lock:
+        last_ms, last_random = _last
+        random = secrets.randbits(_RANDOM_BITS)
+        if millis == last_ms and last_random + 1 < 1 << _RANDOM_BITS:
+            random = last_random + 1
+        _last = (millis, random)
+    return _encode(millis, TIME_DIGITS) + _encode(random, RANDOM_DIGITS)
 
 
 def is_valid_id(candidate: str) -> bool:

@@ -58,16 +58,18 @@ class NewMessage(BaseModel):
     send_at: SendAt | None = None
 
 
+class NewBatch(BaseModel):
+    """Up to MAX_BATCH_ITEMS messages, accepted all together or not at all."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    messages: Annotated[list[NewMessage], Field(min_length=1, max_length=MAX_BATCH_ITEMS)]
+
+
 class Accepted(BaseModel):
     """What ingest, cancel and retry answer: the id and the status it now has."""
 
     id: str
-    status: Status
-
-
-class StatusOnly(BaseModel):
-    """The answer of GET /message/{id}/status: exactly one field."""
-
     status: Status
 
 

@@ -24,3 +24,8 @@ DUE = (Status.SCHEDULED,)
 TERMINAL = (Status.SENT, Status.FAILED, Status.CANCELED)
 # Statuses a sweeper looks at: a message in one of them is owed a delivery attempt.
 PENDING = (Status.QUEUED, Status.RETRYING, Status.SENDING)
+
+
+def sql_list(statuses: tuple[Status, ...]) -> str:
+    """Statuses as an SQL list literal, for partial indexes and set-based statements."""
+    return ", ".join(f"'{status.value}'" for status in statuses)

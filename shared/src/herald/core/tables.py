@@ -17,13 +17,9 @@ from sqlalchemy import (
 )
 
 from herald.core.ids import ID_LENGTH
-from herald.core.statuses import DUE, PENDING, Status
+from herald.core.statuses import DUE, PENDING, Status, sql_list
 
 metadata = MetaData()
-
-
-def _status_list(statuses: tuple[Status, ...]) -> str:
-    return ", ".join(f"'{s.value}'" for s in statuses)
 
 
 messages = Table(
@@ -40,20 +36,33 @@ messages = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("send_at", DateTime(timezone=True)),
     Column("sent_at", DateTime(timezone=True)),
-    CheckConstraint(f"status IN ({_status_list(tuple(Status))})", name="messages_status_valid"),
+    CheckConstraint(f"status IN ({sql_list(tuple(Status))})", name="messages_status_valid"),
     # The sweeper's scan: only rows still owed a delivery, oldest change first. Partial, so it
     # stays as small as the backlog however many millions of sent rows the table holds.
     Index(
         "messages_pending_by_updated",
         "updated_at",
-        postgresql_where=text(f"status IN ({_status_list(PENDING)})"),
+        postgresql_where=text(f"status IN ({sql_list(PENDING)})"),
     ),
     # The due-time promoter's scan: scheduled rows by the time they come due.
     Index(
         "messages_scheduled_by_send_at",
         "send_at",
-        postgresql_where=text(f"status IN ({_status_list(DUE)})"),
+        postgresql_where=text(f"status IN ({sql_list(DUE)})"),
     ),
     # Operators list messages by status over time (dead letters first of all).
     Index("messages_by_status_created", "status", "created_at"),
+)
+
+
+# A client's Idempotency-Key names the message it first created, for IDEMPOTENCY_WINDOW.
+# No foreign key: the key row is written first, in the same transaction as the message.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("key", Text(collation="C"), primary_key=True),
+    Column("message_id", String(ID_LENGTH, collation="C"), nullable=False),
+    Column("fingerprint", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("idempotency_keys_by_created", "created_at"),
 )

@@ -10,9 +10,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, func, update
+from sqlalchemy import Connection, func, text, update
 
-from herald.core.statuses import CANCELABLE, CLAIMABLE, DUE, IN_FLIGHT, RETRYABLE, Status
+from herald.core.statuses import (
+    CANCELABLE,
+    CLAIMABLE,
+    DUE,
+    IN_FLIGHT,
+    RETRYABLE,
+    Status,
+    sql_list,
+)
 from herald.core.tables import messages
 
 _m = messages.c
@@ -85,3 +93,77 @@ def requeue_failed(conn: Connection, message_id: str) -> bool:
 def promote(conn: Connection, message_id: str) -> bool:
     """scheduled -> queued: its send_at has come."""
     return _move(conn, message_id, DUE, Status.QUEUED)
+
+
+def _ids(conn: Connection, sql: str, **params: object) -> list[str]:
+    # RETURNING comes in no particular order: each statement returns (sort key, id).
+    return [message_id for _, message_id in sorted(conn.execute(text(sql), params).all())]
+
+
+def promote_due(conn: Connection, limit: int) -> list[str]:
+    """scheduled -> queued for rows whose send_at has come, oldest first; their ids in order."""
+    return _ids(
+        conn,
+        f"""
+        WITH due AS (
+            SELECT id FROM messages
+            WHERE status IN ({sql_list(DUE)}) AND send_at <= now()
+            ORDER BY send_at, id LIMIT :limit
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE messages m SET status = :queued, updated_at = now()
+        FROM due WHERE m.id = due.id
+        RETURNING m.send_at, m.id
+        """,
+        limit=limit,
+        queued=Status.QUEUED.value,
+    )
+
+
+def touch_unsent(
+    conn: Connection, statuses: tuple[Status, ...], idle_s: float, limit: int
+) -> list[str]:
+    """Rows in statuses unchanged for idle_s seconds, stamped now so each is picked once a period.
+
+    The status stays: the caller only enqueues them again, and claim() decides who sends.
+    """
+    return _ids(
+        conn,
+        f"""
+        WITH stale AS (
+            SELECT id FROM messages
+            WHERE status IN ({sql_list(statuses)})
+              AND updated_at < now() - make_interval(secs => :idle)
+            ORDER BY id LIMIT :limit
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE messages m SET updated_at = now() FROM stale WHERE m.id = stale.id
+        RETURNING m.id, m.id
+        """,
+        idle=idle_s,
+        limit=limit,
+    )
+
+
+def release_abandoned(conn: Connection, idle_s: float, limit: int) -> list[str]:
+    """sending -> retrying for claims older than idle_s: their worker died mid-send."""
+    return _ids(
+        conn,
+        f"""
+        WITH abandoned AS (
+            SELECT id FROM messages
+            WHERE status IN ({sql_list(IN_FLIGHT)})
+              AND updated_at < now() - make_interval(secs => :idle)
+            ORDER BY id LIMIT :limit
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE messages m
+        SET status = :retrying, updated_at = now(),
+            last_error = 'no outcome recorded: the sender stopped mid-send'
+        FROM abandoned WHERE m.id = abandoned.id
+        RETURNING m.id, m.id
+        """,
+        idle=idle_s,
+        limit=limit,
+        retrying=Status.RETRYING.value,
+    )

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from herald.api.payloads import unprocessable
-from herald.api.resources import Cancel, Messages, Retry
+from herald.api.resources import Cancel, Messages, MessagesBatch, Retry
 from herald.core.broker import make_broker, ping_redis
 from herald.core.db import make_engine, ping_database
 from herald.core.settings import Settings
@@ -22,6 +22,7 @@ def create_app(engine: Engine, broker: RedisBroker) -> App:
     )
     app.add_error_handler(ValidationError, unprocessable)
     app.add_route("/messages", Messages(engine, broker))
+    app.add_route("/messages/batch", MessagesBatch(engine, broker))
     app.add_route("/messages/{message_id}/cancel", Cancel(engine))
     app.add_route("/messages/{message_id}/retry", Retry(engine, broker))
     return app

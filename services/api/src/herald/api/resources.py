@@ -8,8 +8,15 @@ from sqlalchemy import Engine
 
 from herald.api import ingest
 from herald.api.payloads import read_body
+from herald.core.idempotency import is_valid_key
 from herald.core.ids import is_valid_id
-from herald.core.schemas import MAX_REQUEST_BYTES, Accepted, NewMessage
+from herald.core.schemas import (
+    MAX_BATCH_REQUEST_BYTES,
+    MAX_REQUEST_BYTES,
+    Accepted,
+    NewBatch,
+    NewMessage,
+)
 from herald.core.statuses import Status
 
 
@@ -39,11 +46,37 @@ class Messages:
         self._broker = broker
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        key = req.get_header("Idempotency-Key")
+        if key is not None and not is_valid_key(key):
+            raise falcon.HTTPUnprocessableEntity(
+                title="Invalid Idempotency-Key",
+                description="Idempotency-Key must be 1-255 printable ASCII characters",
+            )
         new = read_body(req, NewMessage, MAX_REQUEST_BYTES)
-        accepted = ingest.accept(self._engine, self._broker, new)
+        try:
+            accepted = ingest.accept(self._engine, self._broker, new, key)
+        except ingest.KeyReused:
+            raise falcon.HTTPUnprocessableEntity(
+                title="Idempotency-Key reused",
+                description="this key was used with a different payload in the last 24 h",
+            ) from None
         resp.status = falcon.HTTP_202
         resp.location = status_path(accepted.id)
         resp.media = accepted.model_dump(mode="json")
+
+
+class MessagesBatch:
+    """POST /messages/batch: accept up to 1,000 messages, all or none."""
+
+    def __init__(self, engine: Engine, broker: dramatiq.Broker) -> None:
+        self._engine = engine
+        self._broker = broker
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        batch = read_body(req, NewBatch, MAX_BATCH_REQUEST_BYTES)
+        accepted = ingest.accept_batch(self._engine, self._broker, batch)
+        resp.status = falcon.HTTP_202
+        resp.media = {"messages": [item.model_dump(mode="json") for item in accepted]}
 
 
 class Cancel:

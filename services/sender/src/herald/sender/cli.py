@@ -20,6 +20,7 @@ def _dramatiq_args(settings: Settings, processes: int, threads: int) -> list[str
         "--threads", str(threads),
         "--worker-shutdown-timeout", str(shutdown_ms),
         "--fork-function", "herald.sender.sidecar:serve",
+        "--fork-function", "herald.sender.sweeper:run",
     ]  # fmt: skip
 
 

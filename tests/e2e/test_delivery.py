@@ -1,0 +1,181 @@
+"""The whole stack as processes, driven over HTTP only: post, deliver, observe."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+
+from herald.core.broker import enqueue_send, make_broker
+from herald.core.settings import Settings
+from tests.stack import Stack, running_stack, wait_for
+
+
+@pytest.fixture
+def stack(settings: Settings) -> Iterator[Stack]:
+    with running_stack(settings) as stack:
+        yield stack
+
+
+@pytest.fixture
+def idle_stack(settings: Settings) -> Iterator[Stack]:
+    """The stack with no sender yet: messages wait in the queue until the test starts one."""
+    with running_stack(settings, sender=False) as stack:
+        yield stack
+
+
+def post(stack: Stack, body: str = "hello", destination: str = "+15550100") -> str:
+    answer = httpx.post(
+        f"{stack.api}/messages", json={"destination": destination, "body": body}, timeout=10
+    )
+    assert answer.status_code == 202, answer.text
+    message_id: str = answer.json()["id"]
+    return message_id
+
+
+def record(stack: Stack, message_id: str) -> dict[str, Any]:
+    answer = httpx.get(f"{stack.status}/message/{message_id}", timeout=5)
+    assert answer.status_code == 200
+    result: dict[str, Any] = answer.json()
+    return result
+
+
+def provider_stats(stack: Stack) -> dict[str, int]:
+    stats: dict[str, int] = httpx.get(f"{stack.provider}/stats", timeout=5).json()
+    return stats
+
+
+def configure_provider(stack: Stack, **config: object) -> None:
+    answer = httpx.put(f"{stack.provider}/config", json=config, timeout=5)
+    assert answer.status_code == 200, answer.text
+
+
+def delivered(stack: Stack) -> list[dict[str, str]]:
+    answer: list[dict[str, str]] = httpx.get(f"{stack.provider}/messages", timeout=5).json()
+    return answer
+
+
+def test_posted_message_is_sent_once_and_its_status_is_true(stack: Stack) -> None:
+    message_id = post(stack, body="first")
+    stack.wait_status(message_id, "sent")
+    full = record(stack, message_id)
+    assert full["attempts"] == 1
+    assert full["sent_at"] is not None
+    assert full["last_error"] is None
+    assert httpx.get(f"{stack.status}/message/{message_id}/status").json() == {"status": "sent"}
+    assert delivered(stack) == [{"id": message_id, "destination": "+15550100", "body": "first"}]
+
+
+def test_500_concurrent_posts_are_all_sent_exactly_once(settings: Settings) -> None:
+    with running_stack(settings, sender=False) as stack:
+        stack.start_sender(processes=2, threads=8)
+        with ThreadPoolExecutor(32) as pool:
+            ids = list(pool.map(lambda i: post(stack, body=f"m{i}"), range(500)))
+        assert len(set(ids)) == 500
+        wait_for(lambda: provider_stats(stack)["unique"] >= 500, 60, "500 deliveries")
+        for message_id in ids:
+            stack.wait_status(message_id, "sent", timeout=10)
+        stats = provider_stats(stack)
+        assert stats == {"received": 500, "unique": 500, "duplicates": 0}
+        assert sorted(m["id"] for m in delivered(stack)) == sorted(ids)
+
+
+def test_one_sender_thread_delivers_a_backlog_in_acceptance_order(idle_stack: Stack) -> None:
+    ids = [post(idle_stack, body=f"n{i}") for i in range(60)]
+    idle_stack.start_sender(processes=1, threads=1)
+    wait_for(lambda: len(delivered(idle_stack)) == 60, 30, "60 deliveries")
+    assert [m["id"] for m in delivered(idle_stack)] == ids
+
+
+def test_one_sender_thread_keeps_acceptance_order_while_posting(settings: Settings) -> None:
+    with running_stack(settings, threads=1) as stack:
+        ids = [post(stack, body=f"n{i}") for i in range(60)]
+        wait_for(lambda: len(delivered(stack)) == 60, 30, "60 deliveries")
+        assert [m["id"] for m in delivered(stack)] == ids
+
+
+def test_transient_failures_are_retried_to_success(stack: Stack) -> None:
+    configure_provider(stack, fail_next=2, fail_status=503)
+    message_id = post(stack)
+    stack.wait_status(message_id, "sent")
+    full = record(stack, message_id)
+    assert full["attempts"] == 3
+    assert provider_stats(stack)["unique"] == 1
+
+
+def test_retry_after_is_honoured(stack: Stack) -> None:
+    configure_provider(stack, fail_next=1, fail_status=429, retry_after="1")
+    started = time.monotonic()
+    message_id = post(stack)
+    stack.wait_status(message_id, "sent")
+    # A lower bound only: the retry waited at least what the provider asked for.
+    assert time.monotonic() - started >= 0.9
+    assert record(stack, message_id)["attempts"] == 2
+
+
+def test_permanent_failure_fails_fast_with_last_error(stack: Stack) -> None:
+    configure_provider(stack, fail_next=1, fail_status=400)
+    message_id = post(stack)
+    stack.wait_status(message_id, "failed", timeout=2)
+    full = record(stack, message_id)
+    assert full["attempts"] == 1
+    assert "400" in full["last_error"]
+    assert provider_stats(stack)["unique"] == 0
+
+
+def test_exhausted_retries_end_failed_in_the_dead_letter_set(stack: Stack) -> None:
+    configure_provider(stack, fail_next=100, fail_status=503)
+    message_id = post(stack)
+    stack.wait_status(message_id, "failed")
+    full = record(stack, message_id)
+    assert full["attempts"] == stack.settings.max_retries + 1
+    assert "503" in full["last_error"]
+    dead = make_broker(stack.settings).client.zcard(f"{stack.settings.redis_namespace}:send.XQ")
+    assert dead == 1
+
+
+def test_a_provider_hanging_past_the_timeout_is_retried(stack: Stack) -> None:
+    hang_ms = stack.settings.provider_timeout * 1000 * 2
+    configure_provider(stack, latency_ms=hang_ms)
+    message_id = post(stack)
+    wait_for(lambda: record(stack, message_id)["status"] == "retrying", 20, "a timed-out attempt")
+    assert "no answer" in record(stack, message_id)["last_error"]
+    configure_provider(stack, latency_ms=0)
+    stack.wait_status(message_id, "sent")
+    assert record(stack, message_id)["attempts"] >= 2
+
+
+def test_a_duplicate_queue_message_does_not_send_again(stack: Stack) -> None:
+    first = post(stack, body="once")
+    stack.wait_status(first, "sent")
+    enqueue_send(make_broker(stack.settings), first)
+    # The duplicate was queued before this one, so it has been handled once this one is sent.
+    second = post(stack, body="after")
+    stack.wait_status(second, "sent")
+    time.sleep(0.2)  # and give a (wrong) second send of the first a moment to show up
+    assert provider_stats(stack) == {"received": 2, "unique": 2, "duplicates": 0}
+
+
+def test_a_message_canceled_while_queued_is_never_sent(idle_stack: Stack) -> None:
+    canceled = post(idle_stack, body="never")
+    answer = httpx.post(f"{idle_stack.api}/messages/{canceled}/cancel")
+    assert answer.json() == {"id": canceled, "status": "canceled"}
+    idle_stack.start_sender()
+    kept = post(idle_stack, body="kept")
+    idle_stack.wait_status(kept, "sent")
+    assert [m["id"] for m in delivered(idle_stack)] == [kept]
+    assert idle_stack.status_of(canceled) == "canceled"
+
+
+def test_manual_retry_sends_a_failed_message(stack: Stack) -> None:
+    configure_provider(stack, fail_next=1, fail_status=400)
+    message_id = post(stack)
+    stack.wait_status(message_id, "failed")
+    answer = httpx.post(f"{stack.api}/messages/{message_id}/retry")
+    assert (answer.status_code, answer.json()) == (202, {"id": message_id, "status": "queued"})
+    stack.wait_status(message_id, "sent")
+    assert record(stack, message_id)["attempts"] == 2

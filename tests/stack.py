@@ -1,0 +1,188 @@
+"""Running Herald's real processes for tests: free ports, health waits, logs, clean stops."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+from herald.core.settings import Settings
+
+BIN = Path(sys.executable).parent
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.02) -> T:
+    """Poll check until it returns something truthy; fail with `what` after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = check()
+        except httpx.HTTPError:
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def environment(settings: Settings, **extra: str) -> dict[str, str]:
+    """The child environment: this process's, minus any HERALD_*, plus settings as HERALD_*."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    for name, value in settings.model_dump(mode="json").items():
+        env[f"HERALD_{name.upper()}"] = str(value)
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Process:
+    """One running deployable, its log kept in a file."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+    url: str = ""
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Signal the main process only (as Kubernetes does) and wait for the whole group."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill_group()
+            raise AssertionError(f"{self.name} ignored signal {sig} for {timeout} s") from None
+        finally:
+            self.kill_group()  # no orphaned worker may outlive its test
+
+    def kill_group(self) -> None:
+        """kill -9 of the process and every worker it forked."""
+        with suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait()
+
+
+def start(
+    name: str, args: list[str], env: Mapping[str, str], log_dir: Path, health: str | None
+) -> Process:
+    """Start BIN/args[0]; if health is a URL, wait until it answers 200 (or fail with the log)."""
+    log = log_dir / f"{name}.log"
+    with log.open("wb") as sink:
+        popen = subprocess.Popen(
+            [str(BIN / args[0]), *args[1:]],
+            env=dict(env),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so a test can kill all of it
+        )
+    process = Process(name, popen, log)
+    if health is not None:
+        try:
+            wait_for(lambda: _healthy(process, health), 60, f"{name} at {health}", 0.05)
+        except AssertionError:
+            process.kill_group()
+            raise AssertionError(f"{name} did not come up:\n{process.output()}") from None
+    return process
+
+
+def _healthy(process: Process, url: str) -> bool:
+    if process.popen.poll() is not None:
+        raise AssertionError(f"{process.name} exited early:\n{process.output()}")
+    return httpx.get(url, timeout=1).status_code == 200
+
+
+@dataclass
+class Stack:
+    """The whole system on free ports: api, status, sender and the stand-in provider."""
+
+    settings: Settings
+    log_dir: Path
+    processes: dict[str, Process] = field(default_factory=dict)
+
+    @property
+    def api(self) -> str:
+        return self.processes["api"].url
+
+    @property
+    def status(self) -> str:
+        return self.processes["status"].url
+
+    @property
+    def provider(self) -> str:
+        return self.settings.provider_url
+
+    def start_sender(self, processes: int = 1, threads: int = 4) -> Process:
+        metrics = self.settings.sender_metrics_port
+        sender = start(
+            "sender",
+            ["herald-sender", "--processes", str(processes), "--threads", str(threads)],
+            environment(self.settings),
+            self.log_dir,
+            f"http://127.0.0.1:{metrics}/healthz",
+        )
+        self.processes["sender"] = sender
+        return sender
+
+    def status_of(self, message_id: str) -> str:
+        answer = httpx.get(f"{self.status}/message/{message_id}/status", timeout=5)
+        status: str = answer.json()["status"]
+        return status
+
+    def wait_status(self, message_id: str, wanted: str, timeout: float = 20) -> None:
+        wait_for(lambda: self.status_of(message_id) == wanted, timeout, f"{message_id} {wanted}")
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.output()[-4000:]}" for p in self.processes.values())
+
+
+def _http(stack: Stack, name: str, script: str, port: int) -> None:
+    bind = f"127.0.0.1:{port}"
+    env = environment(stack.settings)
+    process = start(name, [script, "--bind", bind], env, stack.log_dir, f"http://{bind}/healthz")
+    process.url = f"http://{bind}"
+    stack.processes[name] = process
+
+
+@contextmanager
+def running_stack(settings: Settings, sender: bool = True, threads: int = 4) -> Iterator[Stack]:
+    """Start every deployable against settings' database and Redis; stop them all afterwards."""
+    provider_port = free_port()
+    settings = settings.model_copy(
+        update={
+            "provider_url": f"http://127.0.0.1:{provider_port}",
+            "sender_metrics_port": free_port(),
+        }
+    )
+    with ExitStack() as cleanup:
+        log_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="herald-e2e-")))
+        stack = Stack(settings, log_dir)
+        cleanup.callback(lambda: [p.stop() for p in stack.processes.values()])
+        _http(stack, "messageapp", "herald-messageapp", provider_port)
+        _http(stack, "api", "herald-api", free_port())
+        _http(stack, "status", "herald-status", free_port())
+        if sender:
+            stack.start_sender(threads=threads)
+        yield stack
