@@ -134,7 +134,7 @@ def touch_unsent(
             SELECT id FROM messages
             WHERE status IN ({sql_list(statuses)})
               AND updated_at < now() - make_interval(secs => :idle)
-            ORDER BY id LIMIT :limit
+            ORDER BY updated_at LIMIT :limit
             FOR UPDATE SKIP LOCKED
         )
         UPDATE messages m SET updated_at = now() FROM stale WHERE m.id = stale.id
@@ -154,7 +154,7 @@ def release_abandoned(conn: Connection, idle_s: float, limit: int) -> list[str]:
             SELECT id FROM messages
             WHERE status IN ({sql_list(IN_FLIGHT)})
               AND updated_at < now() - make_interval(secs => :idle)
-            ORDER BY id LIMIT :limit
+            ORDER BY updated_at LIMIT :limit
             FOR UPDATE SKIP LOCKED
         )
         UPDATE messages m

@@ -1,0 +1,169 @@
+"""The sweeper on real PostgreSQL and Redis: promotion, lost and abandoned sends, one at a time."""
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from dramatiq.brokers.redis import RedisBroker
+from sqlalchemy import Engine, insert, select, text
+
+from herald.core.broker import SEND_QUEUE, make_broker
+from herald.core.ids import new_id
+from herald.core.settings import Settings
+from herald.core.statuses import Status
+from herald.core.tables import messages
+from herald.sender.sweeper import LOCK_KEY, Sweeper
+
+
+@pytest.fixture
+def broker(settings: Settings) -> Iterator[RedisBroker]:
+    broker = make_broker(settings)
+    yield broker
+    broker.close()
+
+
+@pytest.fixture
+def sweeper(settings: Settings, engine: Engine, broker: RedisBroker) -> Sweeper:
+    tuned = settings.model_copy(update={"stuck_after": 30.0, "max_backoff_ms": 60_000})
+    return Sweeper(tuned, engine, broker)
+
+
+def _row(engine: Engine, status: Status, age_s: float = 0, send_at: datetime | None = None) -> str:
+    message_id = new_id()
+    with engine.begin() as conn:
+        conn.execute(
+            insert(messages).values(
+                id=message_id,
+                destination="d",
+                body="b",
+                status=status,
+                send_at=send_at,
+                updated_at=datetime.now(UTC) - timedelta(seconds=age_s),
+            )
+        )
+    return message_id
+
+
+def _queued_ids(broker: RedisBroker) -> list[str]:
+    queue = f"{broker.namespace}:{SEND_QUEUE}"
+    bodies = [
+        broker.client.hget(f"{queue}.msgs", rid) for rid in broker.client.lrange(queue, 0, -1)
+    ]
+    return [json.loads(body or b"{}")["args"][0] for body in bodies]
+
+
+def _status(engine: Engine, message_id: str) -> str:
+    with engine.connect() as conn:
+        return str(
+            conn.execute(select(messages.c.status).where(messages.c.id == message_id)).scalar()
+        )
+
+
+def test_due_scheduled_messages_are_queued_in_send_at_order(
+    sweeper: Sweeper, engine: Engine, broker: RedisBroker
+) -> None:
+    now = datetime.now(UTC)
+    second = _row(engine, Status.SCHEDULED, send_at=now - timedelta(seconds=1))
+    first = _row(engine, Status.SCHEDULED, send_at=now - timedelta(seconds=5))
+    future = _row(engine, Status.SCHEDULED, send_at=now + timedelta(days=10))
+    assert sweeper.promote() == 2
+    assert _queued_ids(broker) == [first, second]
+    assert (_status(engine, first), _status(engine, future)) == ("queued", "scheduled")
+    assert sweeper.promote() == 0
+
+
+def test_a_queued_row_no_queue_message_reached_is_enqueued_once_a_period(
+    sweeper: Sweeper, engine: Engine, broker: RedisBroker
+) -> None:
+    lost = _row(engine, Status.QUEUED, age_s=120)
+    fresh = _row(engine, Status.QUEUED, age_s=0)
+    assert sweeper.sweep() == 1
+    assert _queued_ids(broker) == [lost]
+    assert _status(engine, lost) == "queued"
+    assert sweeper.sweep() == 0  # stamped: not again before another stuck_after
+    assert fresh not in _queued_ids(broker)
+
+
+def test_a_retrying_row_is_left_to_its_backoff_first(sweeper: Sweeper, engine: Engine) -> None:
+    waiting = _row(engine, Status.RETRYING, age_s=31)  # past stuck_after, within the backoff cap
+    late = _row(engine, Status.RETRYING, age_s=31 + 60)
+    assert sweeper.sweep() == 1
+    assert _status(engine, waiting) == "retrying"
+    assert _status(engine, late) == "retrying"
+
+
+def test_an_abandoned_claim_goes_back_to_retrying_and_is_enqueued(
+    sweeper: Sweeper, engine: Engine, broker: RedisBroker
+) -> None:
+    abandoned = _row(engine, Status.SENDING, age_s=120)
+    in_flight = _row(engine, Status.SENDING, age_s=0)
+    assert sweeper.sweep() == 1
+    assert _status(engine, abandoned) == "retrying"
+    assert _status(engine, in_flight) == "sending"
+    assert _queued_ids(broker) == [abandoned]
+
+
+def test_stuck_rows_are_enqueued_in_acceptance_order(
+    sweeper: Sweeper, engine: Engine, broker: RedisBroker
+) -> None:
+    ids = [_row(engine, Status.QUEUED, age_s=300 - i) for i in range(5)]
+    ids += [_row(engine, Status.SENDING, age_s=600)]
+    sweeper.sweep()
+    assert _queued_ids(broker) == ids
+
+
+def test_terminal_rows_are_never_touched(sweeper: Sweeper, engine: Engine) -> None:
+    for status in (Status.SENT, Status.FAILED, Status.CANCELED):
+        _row(engine, status, age_s=10_000)
+    assert sweeper.sweep() == 0
+
+
+def test_only_one_sweeper_runs_at_a_time(sweeper: Sweeper, engine: Engine) -> None:
+    _row(engine, Status.QUEUED, age_s=120)
+    _row(engine, Status.SCHEDULED, send_at=datetime.now(UTC) - timedelta(seconds=1))
+    with engine.connect() as other:
+        other.execute(text("SELECT pg_advisory_lock(:key)"), {"key": LOCK_KEY})
+        assert sweeper.sweep() == 0
+        assert sweeper.promote() == 0
+        other.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": LOCK_KEY})
+    assert sweeper.sweep() == 1
+    assert sweeper.promote() == 1
+
+
+def test_expired_idempotency_keys_are_forgotten(sweeper: Sweeper, engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE idempotency_keys"))
+        conn.execute(
+            text(
+                "INSERT INTO idempotency_keys (key, message_id, fingerprint, created_at) VALUES "
+                "('old', 'x', 'f', now() - interval '25 hours'), ('new', 'y', 'f', now())"
+            )
+        )
+    sweeper.sweep()
+    with engine.connect() as conn:
+        keys = conn.execute(text("SELECT key FROM idempotency_keys")).scalars().all()
+    assert keys == ["new"]
+
+
+def test_the_stuck_scan_uses_the_partial_index_at_scale(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO messages (id, destination, body, status, updated_at) "
+                "SELECT 'x' || lpad(g::text, 21, '0'), 'd', 'b', 'sent', now() - interval '1 day' "
+                "FROM generate_series(1, 50000) g"
+            )
+        )
+        conn.execute(text("ANALYZE messages"))
+        plan = (
+            conn.execute(
+                text(
+                    "EXPLAIN SELECT id FROM messages WHERE status IN ('queued') "
+                    "AND updated_at < now() - interval '60 seconds' ORDER BY updated_at LIMIT 1000"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert "messages_pending_by_updated" in "\n".join(plan)
