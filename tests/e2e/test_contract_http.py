@@ -12,7 +12,7 @@ from herald.core.schemas import MAX_REQUEST_BYTES
 from herald.core.settings import Settings
 from tests.badinput import BAD_INPUT, JSON, check_error
 from tests.conftest import REDIS_URL
-from tests.stack import Stack, running_stack
+from tests.stack import HTTP, Stack, running_stack
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def _check(answer: httpx.Response, code: int) -> None:
 def test_bad_input_gets_its_4xx_with_a_json_error(
     stack: Stack, raw: bytes, headers: dict[str, str], code: int
 ) -> None:
-    _check(httpx.post(f"{stack.api}/messages", content=raw, headers=headers), code)
+    _check(HTTP.post(f"{stack.api}/messages", content=raw, headers=headers), code)
 
 
 def test_a_chunked_body_over_the_limit_is_413(stack: Stack) -> None:
@@ -45,16 +45,25 @@ def test_a_chunked_body_over_the_limit_is_413(stack: Stack) -> None:
             yield b"x" * 1024
         yield b'"}'
 
-    _check(httpx.post(f"{stack.api}/messages", content=chunks(), headers=JSON), 413)
+    _check(HTTP.post(f"{stack.api}/messages", content=chunks(), headers=JSON), 413)
+
+
+def test_a_chunked_body_within_the_limit_is_accepted(stack: Stack) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"destination": "d",'
+        yield b' "body": "chunked"}'
+
+    answer = HTTP.post(f"{stack.api}/messages", content=chunks(), headers=JSON)
+    assert answer.status_code == 202
 
 
 def test_accepted_answer_has_id_status_and_relative_location(stack: Stack) -> None:
-    answer = httpx.post(f"{stack.api}/messages", json={"destination": "d", "body": "b"})
+    answer = HTTP.post(f"{stack.api}/messages", json={"destination": "d", "body": "b"})
     assert answer.status_code == 202
     message_id = answer.json()["id"]
     assert answer.json() == {"id": message_id, "status": "queued"}
     assert answer.headers["location"] == f"/message/{message_id}/status"
-    status = httpx.get(f"{stack.status}{answer.headers['location']}")
+    status = HTTP.get(f"{stack.status}{answer.headers['location']}")
     assert status.json() == {"status": "queued"}
 
 
@@ -62,27 +71,27 @@ def test_accepted_answer_has_id_status_and_relative_location(stack: Stack) -> No
     "path", ["/message/-P77H0heo8YbSL83y6dCQL/status", "/message/nope/status", "/message/%00"]
 )
 def test_unknown_or_impossible_ids_are_404(stack: Stack, path: str) -> None:
-    _check(httpx.get(f"{stack.status}{path}"), 404)
+    _check(HTTP.get(f"{stack.status}{path}"), 404)
 
 
 @pytest.mark.parametrize("service", ["api", "status"])
 def test_framework_404_and_405_are_json(stack: Stack, service: str) -> None:
     base = stack.api if service == "api" else stack.status
-    _check(httpx.get(f"{base}/no/such/route"), 404)
-    _check(httpx.delete(f"{base}/healthz"), 405)
+    _check(HTTP.get(f"{base}/no/such/route"), 404)
+    _check(HTTP.delete(f"{base}/healthz"), 405)
 
 
 def test_status_service_has_no_write_routes(stack: Stack) -> None:
-    _check(httpx.post(f"{stack.status}/message/-P77H0heo8YbSL83y6dCQL/status"), 405)
+    _check(HTTP.post(f"{stack.status}/message/-P77H0heo8YbSL83y6dCQL/status"), 405)
 
 
 @pytest.mark.parametrize("service", ["api", "status"])
 def test_health_readiness_and_metrics(stack: Stack, service: str) -> None:
     base = stack.api if service == "api" else stack.status
-    assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
-    assert httpx.get(f"{base}/readyz").json() == {"status": "ready"}
-    httpx.get(f"{base}/healthz")
-    metrics = httpx.get(f"{base}/metrics").text
+    assert HTTP.get(f"{base}/healthz").json() == {"status": "ok"}
+    assert HTTP.get(f"{base}/readyz").json() == {"status": "ready"}
+    HTTP.get(f"{base}/healthz")
+    metrics = HTTP.get(f"{base}/metrics").text
     assert (
         f'herald_http_requests_total{{code="200",method="GET",route="/healthz",service="{service}"}}'
         in metrics

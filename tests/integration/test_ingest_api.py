@@ -1,7 +1,7 @@
 """The ingest API in-process on real PostgreSQL and Redis: storage, enqueueing and bad input."""
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import falcon.testing
@@ -183,7 +183,7 @@ def test_postgresql_down_is_503_with_retry_after(broker: RedisBroker) -> None:
     assert result.headers["Retry-After"] == "1"
 
 
-def _batch(client: falcon.testing.TestClient, items: list[object]) -> falcon.testing.Result:
+def _batch(client: falcon.testing.TestClient, items: Sequence[object]) -> falcon.testing.Result:
     return client.simulate_post("/messages/batch", json={"messages": items})
 
 

@@ -12,17 +12,22 @@ from pydantic import BaseModel, ValidationError
 Model = TypeVar("Model", bound=BaseModel)
 
 
+def _too_large(limit: int) -> falcon.HTTPContentTooLarge:
+    return falcon.HTTPContentTooLarge(
+        title="Request body too large", description=f"the limit is {limit} bytes"
+    )
+
+
 def _read_limited(req: falcon.Request, limit: int) -> bytes:
-    if req.content_length is not None and req.content_length > limit:
-        raise falcon.HTTPContentTooLarge(
-            title="Request body too large", description=f"the limit is {limit} bytes"
-        )
-    # A chunked body has no declared length: read one byte past the limit to detect excess.
-    raw = req.bounded_stream.read(limit + 1)
+    if req.content_length is not None:
+        if req.content_length > limit:
+            raise _too_large(limit)
+        return req.bounded_stream.read()
+    # Chunked: no declared length, and Falcon's bounded stream would read nothing. gunicorn
+    # decodes the chunks; read one byte past the limit to detect excess.
+    raw = req.stream.read(limit + 1)
     if len(raw) > limit:
-        raise falcon.HTTPContentTooLarge(
-            title="Request body too large", description=f"the limit is {limit} bytes"
-        )
+        raise _too_large(limit)
     return raw
 
 

