@@ -208,3 +208,22 @@ def test_sigterm_to_the_sender_group_finishes_in_flight_sends_and_loses_nothing(
     for message_id in ids:
         idle_stack.wait_status(message_id, "sent")
     assert provider_stats(idle_stack) == {"received": 30, "unique": 30, "duplicates": 0}
+
+
+def test_sender_metrics_count_outcomes_and_show_the_backlog(stack: Stack) -> None:
+    configure_provider(stack, fail_next=1, fail_status=503)
+    message_id = post(stack)
+    stack.wait_status(message_id, "sent")
+    url = f"http://127.0.0.1:{stack.settings.sender_metrics_port}/metrics"
+
+    def exported() -> str | None:
+        text = HTTP.get(url).text
+        return text if 'herald_queue_messages{queue="send",state="waiting"}' in text else None
+
+    text = wait_for(exported, stack.settings.sweep_interval + 5, "backlog gauges")
+    assert 'herald_sends_total{outcome="sent"} 1.0' in text
+    assert 'herald_sends_total{outcome="retry"} 1.0' in text
+    assert 'herald_provider_responses_total{code="503"} 1.0' in text
+    assert "herald_delivery_latency_seconds_count 1.0" in text
+    assert 'herald_messages{status="queued"}' in text
+    assert HTTP.get(url.replace("/metrics", "/healthz")).json() == {"status": "ok"}

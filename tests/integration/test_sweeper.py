@@ -13,7 +13,7 @@ from herald.core.ids import new_id
 from herald.core.settings import Settings
 from herald.core.statuses import Status
 from herald.core.tables import messages
-from herald.sender.sweeper import LOCK_KEY, Sweeper
+from herald.sender.sweeper import LOCK_KEY, Leadership, Sweeper
 
 
 @pytest.fixture
@@ -119,16 +119,49 @@ def test_terminal_rows_are_never_touched(sweeper: Sweeper, engine: Engine) -> No
     assert sweeper.sweep() == 0
 
 
-def test_only_one_sweeper_runs_at_a_time(sweeper: Sweeper, engine: Engine) -> None:
-    _row(engine, Status.QUEUED, age_s=120)
-    _row(engine, Status.SCHEDULED, send_at=datetime.now(UTC) - timedelta(seconds=1))
-    with engine.connect() as other:
-        other.execute(text("SELECT pg_advisory_lock(:key)"), {"key": LOCK_KEY})
-        assert sweeper.sweep() == 0
-        assert sweeper.promote() == 0
-        other.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": LOCK_KEY})
-    assert sweeper.sweep() == 1
-    assert sweeper.promote() == 1
+def test_only_one_sweeper_leads_and_another_takes_over_when_it_goes(engine: Engine) -> None:
+    first, second = Leadership(engine), Leadership(engine)
+    assert first.held()
+    assert first.held()  # and keeps leading
+    assert not second.held()
+    first.release()
+    assert second.held()
+    second.release()
+
+
+def test_the_lock_goes_with_a_dead_leader_session(engine: Engine) -> None:
+    leader, other = Leadership(engine), Leadership(engine)
+    assert leader.held()
+    with engine.connect() as admin:
+        admin.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                "WHERE locktype = 'advisory' AND objid = :low"
+            ),
+            {"low": LOCK_KEY & 0xFFFFFFFF},
+        )
+    assert not leader.held()  # notices its session is gone
+    assert other.held()
+    other.release()
+
+
+def test_backlog_counts_queue_states_and_pending_statuses(
+    engine: Engine, broker: RedisBroker, settings: Settings
+) -> None:
+    from herald.core.broker import enqueue_send
+    from herald.sender.backlog import pending_counts, queue_depth
+
+    for status in (Status.QUEUED, Status.QUEUED, Status.RETRYING, Status.SCHEDULED, Status.SENT):
+        _row(engine, status)
+    enqueue_send(broker, "a")
+    enqueue_send(broker, "b")
+    enqueue_send(broker, "c", delay_ms=60_000)
+    depth = queue_depth(broker.client, settings.redis_namespace, SEND_QUEUE)
+    assert depth == {"waiting": 2, "delayed": 1, "dead": 0, "in_progress": 0}
+    counts = pending_counts(engine)
+    assert counts == {
+        Status.SCHEDULED: 1, Status.QUEUED: 2, Status.RETRYING: 1, Status.SENDING: 0
+    }  # fmt: skip
 
 
 def test_expired_idempotency_keys_are_forgotten(sweeper: Sweeper, engine: Engine) -> None:

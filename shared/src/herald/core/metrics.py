@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import falcon
@@ -15,6 +16,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -91,3 +93,83 @@ class HttpMetrics:
         if started is not None:
             elapsed = self._clock() - started
             self._latency.labels(self._service, route, req.method).observe(elapsed)
+
+
+# End to end, a message may wait out retries: its latency buckets reach into minutes.
+DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+
+
+@dataclass(frozen=True)
+class SenderMetrics:
+    """What a sender worker process records about its deliveries."""
+
+    sends: Counter  # by outcome: sent, retry, failed, skipped
+    provider_responses: Counter  # by code: the HTTP status, or timeout / connection_error
+    provider_latency: Histogram
+    delivery_latency: Histogram  # accepted (created_at) -> provider accepted
+    dead_letters: Counter
+    in_flight: Gauge
+
+
+def sender_metrics() -> SenderMetrics:
+    """Create the sender's metrics (once per worker process, after the fork)."""
+    return SenderMetrics(
+        sends=Counter(
+            "herald_sends_total", "Delivery attempts by outcome.", ["outcome"], registry=None
+        ),
+        provider_responses=Counter(
+            "herald_provider_responses_total",
+            "Provider answers by HTTP code (or timeout, connection_error).",
+            ["code"],
+            registry=None,
+        ),
+        provider_latency=Histogram(
+            "herald_provider_request_duration_seconds",
+            "Time for one provider call.",
+            buckets=LATENCY_BUCKETS,
+            registry=None,
+        ),
+        delivery_latency=Histogram(
+            "herald_delivery_latency_seconds",
+            "From acceptance (202) to the provider accepting the message.",
+            buckets=DELIVERY_BUCKETS,
+            registry=None,
+        ),
+        dead_letters=Counter(
+            "herald_dead_letters_total", "Messages that ended failed.", registry=None
+        ),
+        in_flight=Gauge(
+            "herald_sends_in_flight",
+            "Provider calls under way.",
+            multiprocess_mode="livesum",
+            registry=None,
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class BacklogMetrics:
+    """Queue depth and pending messages: exported by the one leading sweeper only."""
+
+    queue: Gauge  # by queue and state: waiting, in_progress, delayed, dead
+    messages: Gauge  # by status, for the statuses still owed a delivery
+
+
+def backlog_metrics() -> BacklogMetrics:
+    """Create the backlog gauges (in the sweeper process)."""
+    return BacklogMetrics(
+        queue=Gauge(
+            "herald_queue_messages",
+            "Dramatiq messages in Redis by queue and state.",
+            ["queue", "state"],
+            multiprocess_mode="livemax",
+            registry=None,
+        ),
+        messages=Gauge(
+            "herald_messages",
+            "Messages in PostgreSQL by status (statuses still owed a delivery).",
+            ["status"],
+            multiprocess_mode="livemax",
+            registry=None,
+        ),
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import Connection, func, text, update
 
@@ -37,6 +38,7 @@ class Claimed:
     destination: str
     body: str
     attempts: int
+    created_at: datetime
 
 
 def _move(
@@ -60,9 +62,11 @@ def claim(conn: Connection, message_id: str) -> Claimed | None:
         update(messages)
         .where(_m.id == message_id, _m.status.in_(CLAIMABLE))
         .values(status=Status.SENDING, attempts=_m.attempts + 1, updated_at=func.now())
-        .returning(_m.id, _m.destination, _m.body, _m.attempts)
+        .returning(_m.id, _m.destination, _m.body, _m.attempts, _m.created_at)
     ).first()
-    return None if row is None else Claimed(row.id, row.destination, row.body, row.attempts)
+    if row is None:
+        return None
+    return Claimed(row.id, row.destination, row.body, row.attempts, row.created_at)
 
 
 def mark_sent(conn: Connection, message_id: str) -> bool:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 from sqlalchemy import Engine
 
 from herald.core import transitions
+from herald.core.metrics import SenderMetrics
 from herald.core.settings import Settings
 from herald.sender.provider import PermanentError, Provider, TransientError
 
@@ -23,10 +25,13 @@ def _retries_so_far() -> int:
 class Delivery:
     """The send actor's body, with its dependencies."""
 
-    def __init__(self, settings: Settings, engine: Engine, provider: Provider) -> None:
+    def __init__(
+        self, settings: Settings, engine: Engine, provider: Provider, metrics: SenderMetrics
+    ) -> None:
         self._max_retries = settings.max_retries
         self._engine = engine
         self._provider = provider
+        self._metrics = metrics
 
     def send(self, message_id: str) -> None:
         """Deliver message_id at most once per claim; a duplicate or canceled message is a no-op."""
@@ -34,24 +39,35 @@ class Delivery:
             claimed = transitions.claim(conn, message_id)
         if claimed is None:
             log.info("skip %s: not queued or retrying (duplicate, canceled or done)", message_id)
+            self._metrics.sends.labels("skipped").inc()
             return
         try:
-            self._provider.deliver(claimed)
+            with self._metrics.in_flight.track_inprogress():
+                self._provider.deliver(claimed)
         except PermanentError as error:
-            self._record(transitions.mark_failed, message_id, str(error))
+            self._fail(message_id, str(error))
             raise
         except TransientError as error:
             self._after_transient(message_id, error)
         else:
             self._record(transitions.mark_sent, message_id)
+            self._metrics.sends.labels("sent").inc()
+            latency = datetime.now(UTC) - claimed.created_at
+            self._metrics.delivery_latency.observe(latency.total_seconds())
+
+    def _fail(self, message_id: str, error: str) -> None:
+        self._record(transitions.mark_failed, message_id, error)
+        self._metrics.sends.labels("failed").inc()
+        self._metrics.dead_letters.inc()
 
     def _after_transient(self, message_id: str, error: TransientError) -> None:
         # The same rule as Dramatiq's Retries middleware, which dead-letters the queue message:
         # after max_retries retries the row is failed too, and never shows a retry that won't come.
-        last = _retries_so_far() >= self._max_retries
-        self._record(
-            transitions.mark_failed if last else transitions.mark_retrying, message_id, str(error)
-        )
+        if _retries_so_far() >= self._max_retries:
+            self._fail(message_id, str(error))
+        else:
+            self._record(transitions.mark_retrying, message_id, str(error))
+            self._metrics.sends.labels("retry").inc()
         # Retry, unlike a plain exception, is not logged as a crash; Retries computes the backoff
         # unless the provider named a delay.
         raise dramatiq.Retry(str(error), delay=error.retry_after_ms)

@@ -7,6 +7,7 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
+from herald.core.metrics import SenderMetrics
 from herald.core.settings import Settings
 from herald.core.transitions import Claimed
 
@@ -61,7 +62,8 @@ def classify(response: httpx.Response, cap_ms: int) -> None:
 class Provider:
     """A pooled HTTP client for the provider, shared by every thread of a worker process."""
 
-    def __init__(self, settings: Settings, connections: int) -> None:
+    def __init__(self, settings: Settings, connections: int, metrics: SenderMetrics) -> None:
+        self._metrics = metrics
         self._url = settings.provider_url.rstrip("/") + "/message"
         self._timeout = settings.provider_timeout
         self._cap_ms = settings.max_backoff_ms
@@ -72,6 +74,7 @@ class Provider:
 
     def deliver(self, message: Claimed) -> None:
         """One attempt; the message id is the Idempotency-Key, so a repeat has no second effect."""
+        started = time.perf_counter()
         try:
             response = self._client.post(
                 self._url,
@@ -79,10 +82,17 @@ class Provider:
                 headers={"Idempotency-Key": message.id},
             )
         except httpx.TimeoutException:
+            self._observe("timeout", started)
             raise TransientError(f"no answer within {self._timeout:g} s") from None
         except httpx.TransportError as error:
+            self._observe("connection_error", started)
             raise TransientError(f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]) from None
+        self._observe(str(response.status_code), started)
         classify(response, self._cap_ms)
+
+    def _observe(self, code: str, started: float) -> None:
+        self._metrics.provider_latency.observe(time.perf_counter() - started)
+        self._metrics.provider_responses.labels(code).inc()
 
     def close(self) -> None:
         self._client.close()

@@ -4,8 +4,9 @@ It also forgets idempotency keys older than their 24-hour window.
 
 It runs inside the sender deployable, as a Dramatiq fork process next to the workers (one per
 sender pod), because it needs exactly what the sender has: the database, the broker and the
-retry policy. Every sender replica runs one; each cycle takes a PostgreSQL advisory lock, so one
-cycle runs at a time across replicas, and its row picks use FOR UPDATE SKIP LOCKED besides.
+retry policy. Every sender replica runs one, but only the one holding a PostgreSQL session
+advisory lock works (its row picks use FOR UPDATE SKIP LOCKED besides); the others wait to
+take over. The leader also exports the backlog gauges (see backlog.py).
 Enqueueing again is always safe: claim() lets exactly one delivery of a message send it.
 """
 
@@ -14,33 +15,67 @@ from __future__ import annotations
 import logging
 import time
 
-import dramatiq
+from dramatiq.brokers.redis import RedisBroker
 from redis.exceptions import RedisError
 from sqlalchemy import Connection, Engine, text
 
 from herald.core import idempotency, transitions
 from herald.core.broker import enqueue_send, make_broker
 from herald.core.db import DatabaseUnavailable, make_engine
+from herald.core.metrics import backlog_metrics
 from herald.core.settings import Settings
 from herald.core.statuses import Status
+from herald.sender.backlog import measure
 
 log = logging.getLogger(__name__)
 
-LOCK_KEY = 0x6865_7261_6C64_0001  # "herald" + 1: the sweeper's advisory lock
+LOCK_KEY = 0x6865_7261_6C64_0001  # "herald" + 1: the sweepers' leadership lock
 BATCH = 1_000
 # How often due scheduled messages are promoted: they go out within 2 s of send_at.
 PROMOTE_EVERY = 0.25
 
 
-def _locked(conn: Connection) -> bool:
-    held = conn.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
-    return bool(held.scalar())
+class Leadership:
+    """A session-level advisory lock on a connection of its own: whoever holds it, leads.
+
+    If the leader dies or loses PostgreSQL, its session ends and the lock with it; another
+    sender pod's sweeper takes over at its next try.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._conn: Connection | None = None
+
+    def held(self) -> bool:
+        """Whether this process leads now (trying to become leader if it does not)."""
+        try:
+            if self._conn is None:
+                conn = self._engine.connect()
+                won = conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": LOCK_KEY})
+                if not won.scalar():
+                    conn.close()
+                    return False
+                self._conn = conn
+            else:
+                self._conn.execute(text("SELECT 1"))  # the session, and so the lock, is alive
+            self._conn.commit()
+            return True
+        except DatabaseUnavailable:
+            self.release()
+            return False
+
+    def release(self) -> None:
+        """Give up the lock: the connection is discarded, never returned to the pool locked."""
+        if self._conn is not None:
+            self._conn.invalidate()
+            self._conn.close()
+            self._conn = None
 
 
 class Sweeper:
-    """One sweep or promotion per call; run() calls them forever."""
+    """One promotion or sweep per call; only the leader calls them."""
 
-    def __init__(self, settings: Settings, engine: Engine, broker: dramatiq.Broker) -> None:
+    def __init__(self, settings: Settings, engine: Engine, broker: RedisBroker) -> None:
         self._settings = settings
         self._engine = engine
         self._broker = broker
@@ -48,7 +83,7 @@ class Sweeper:
     def promote(self) -> int:
         """Queue and enqueue scheduled messages whose time has come; how many."""
         with self._engine.begin() as conn:
-            due = transitions.promote_due(conn, BATCH) if _locked(conn) else []
+            due = transitions.promote_due(conn, BATCH)
         self._enqueue(due)
         return len(due)
 
@@ -56,8 +91,6 @@ class Sweeper:
         """Enqueue again what no queue message will deliver: lost enqueues, dead workers."""
         s = self._settings
         with self._engine.begin() as conn:
-            if not _locked(conn):
-                return 0
             lost = transitions.touch_unsent(conn, (Status.QUEUED,), s.stuck_after, BATCH)
             # A retrying row legitimately waits out its backoff first.
             late = s.stuck_after + s.max_backoff_ms / 1000
@@ -68,8 +101,9 @@ class Sweeper:
             idempotency.purge_expired(conn)
         stuck = sorted(lost + abandoned)  # id order is acceptance order
         if stuck:
-            log.warning("sweeper: %d lost and %d abandoned sends enqueued again",
-                        len(lost), len(abandoned))  # fmt: skip
+            log.warning(
+                "sweeper: %d lost and %d abandoned sends enqueued again", len(lost), len(abandoned)
+            )
         self._enqueue(stuck)
         return len(stuck)
 
@@ -80,18 +114,26 @@ class Sweeper:
 
 
 def run() -> None:
-    """Dramatiq fork function: promote and sweep until the sender stops."""
+    """Dramatiq fork function: lead (or wait to), promote, sweep and measure until stopped."""
     settings = Settings()
-    sweeper = Sweeper(settings, make_engine(settings, pool_size=1), make_broker(settings))
+    engine = make_engine(settings, pool_size=2)
+    broker = make_broker(settings)
+    leadership, sweeper, metrics = (
+        Leadership(engine),
+        Sweeper(settings, engine, broker),
+        backlog_metrics(),
+    )
     next_sweep = 0.0
     while True:
+        busy = False
         try:
-            busy = sweeper.promote() == BATCH
-            if time.monotonic() >= next_sweep:
-                next_sweep = time.monotonic() + settings.sweep_interval
-                busy = sweeper.sweep() == BATCH or busy
+            if leadership.held():
+                busy = sweeper.promote() == BATCH
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + settings.sweep_interval
+                    busy = sweeper.sweep() == BATCH or busy
+                    measure(metrics, broker.client, settings.redis_namespace, engine)
         except (*DatabaseUnavailable, RedisError) as error:
             log.warning("sweeper: %s; trying again", type(error).__name__)
-            busy = False
         if not busy:
             time.sleep(PROMOTE_EVERY)

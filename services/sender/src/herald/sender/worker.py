@@ -13,6 +13,7 @@ import dramatiq
 
 from herald.core.broker import SEND_ACTOR, SEND_QUEUE, make_broker
 from herald.core.db import make_engine
+from herald.core.metrics import sender_metrics
 from herald.core.settings import Settings
 from herald.sender.delivery import Delivery
 from herald.sender.provider import PermanentError, Provider
@@ -33,9 +34,9 @@ def build(settings: Settings) -> tuple[dramatiq.Broker, Delivery]:
     """A broker with the send actor declared on it, wired to fresh pools."""
     broker = make_broker(settings)
     threads = settings.sender_threads
-    delivery = Delivery(
-        settings, make_engine(settings, pool_size=threads), Provider(settings, threads)
-    )
+    metrics = sender_metrics()
+    engine = make_engine(settings, pool_size=threads)
+    delivery = Delivery(settings, engine, Provider(settings, threads, metrics), metrics)
     declare_actors(broker, delivery)
     return broker, delivery
 

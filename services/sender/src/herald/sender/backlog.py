@@ -1,0 +1,64 @@
+"""Queue depth and pending messages, measured by the leading sweeper only.
+
+One exporter for the whole deployment, whatever the number of sender replicas: a sum over pods
+never double counts, and the HorizontalPodAutoscaler reads the backlog from this one series.
+"""
+
+from __future__ import annotations
+
+import redis
+from sqlalchemy import Engine, func, select
+
+from herald.core.broker import SEND_QUEUE
+from herald.core.metrics import BacklogMetrics
+from herald.core.statuses import PENDING, Status
+from herald.core.tables import messages
+
+_m = messages.c
+
+
+def queue_depth(client: redis.Redis[bytes], namespace: str, queue: str) -> dict[str, int]:
+    """Dramatiq's Redis structures for one queue, counted by state.
+
+    waiting: in the queue list; in_progress: fetched by a worker, not yet acknowledged;
+    delayed: retries waiting out their backoff (in the delay queue or held by a worker);
+    dead: the dead-letter set.
+    """
+    prefix = f"{namespace}:"
+    depth = {
+        "waiting": client.llen(prefix + queue),
+        "delayed": client.llen(f"{prefix}{queue}.DQ"),
+        "dead": client.zcard(f"{prefix}{queue}.XQ"),
+        "in_progress": 0,
+    }
+    for key in client.scan_iter(match=f"{prefix}__acks__.*", count=1000):
+        name = key.decode()
+        if name.endswith(f".{queue}.DQ"):
+            depth["delayed"] += client.scard(key)
+        elif name.endswith(f".{queue}"):
+            depth["in_progress"] += client.scard(key)
+    return depth
+
+
+def pending_counts(engine: Engine) -> dict[Status, int]:
+    """Messages still owed a delivery, by status; each count walks a small partial index."""
+    counts = dict.fromkeys((Status.SCHEDULED, *PENDING), 0)
+    with engine.connect() as conn:
+        for statuses in ((Status.SCHEDULED,), PENDING):
+            rows = conn.execute(
+                select(_m.status, func.count()).where(_m.status.in_(statuses)).group_by(_m.status)
+            )
+            counts.update({Status(status): count for status, count in rows})
+    return counts
+
+
+def measure(
+    metrics: BacklogMetrics, client: redis.Redis[bytes], namespace: str, engine: Engine
+) -> dict[str, int]:
+    """Set the backlog gauges; the send queue's depth, for the log and the tests."""
+    depth = queue_depth(client, namespace, SEND_QUEUE)
+    for state, count in depth.items():
+        metrics.queue.labels(SEND_QUEUE, state).set(count)
+    for status, count in pending_counts(engine).items():
+        metrics.messages.labels(status.value).set(count)
+    return depth
