@@ -1,4 +1,4 @@
-from herald.core.ids import ALPHABET, ID_LENGTH, is_valid_id, new_id
+from herald.core.ids import ALPHABET, ID_LENGTH, first_id_at, is_valid_id, new_id
 
 
 def test_alphabet_is_in_ascii_order_so_string_order_is_numeric_order() -> None:
@@ -35,3 +35,12 @@ def test_ids_drawn_in_one_process_sort_in_drawing_order() -> None:
     ids = [new_id() for _ in range(10_000)]
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
+
+
+def test_first_id_at_bounds_the_ids_of_its_millisecond() -> None:
+    from datetime import UTC, datetime
+
+    when = datetime(2030, 1, 1, 12, 0, 0, 123_000, tzinfo=UTC)
+    millis = int(when.timestamp() * 1000)
+    assert new_id(now_ms=millis - 1) < first_id_at(when) <= new_id(now_ms=millis)
+    assert new_id(now_ms=millis) < first_id_at(datetime.fromtimestamp((millis + 1) / 1000, UTC))

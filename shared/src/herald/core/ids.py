@@ -6,6 +6,7 @@ import re
 import secrets
 import threading
 import time
+from datetime import datetime
 
 # Base-64 digits in ASCII order, so that string order is numeric order (and COLLATE "C" agrees).
 ALPHABET = "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
@@ -43,6 +44,11 @@ def new_id(now_ms: int | None = None) -> str:
             random = last_random + 1
         _last = (millis, random)
     return _encode(millis, TIME_DIGITS) + _encode(random, RANDOM_DIGITS)
+
+
+def first_id_at(when: datetime) -> str:
+    """The smallest id that can be drawn at `when`'s millisecond: time windows as id ranges."""
+    return _encode(int(when.timestamp() * 1000), TIME_DIGITS) + ALPHABET[0] * RANDOM_DIGITS
 
 
 def is_valid_id(candidate: str) -> bool:

@@ -9,6 +9,7 @@ from typing import Any
 
 import falcon
 from gunicorn.app.base import BaseApplication
+from pydantic import ValidationError
 
 from herald.core.db import DatabaseUnavailable
 from herald.core.metrics import HttpMetrics, MetricsResource, mark_dead, use_multiprocess_dir
@@ -35,6 +36,21 @@ def _database_unavailable(
         description="PostgreSQL cannot be reached right now; nothing was stored. Retry later.",
         retry_after=RETRY_AFTER_SECONDS,
     )
+
+
+def describe(error: ValidationError) -> str:
+    """A one-line account of every violation, naming each field by its path."""
+    parts = []
+    for item in error.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in item["loc"]) or "body"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def _unprocessable(
+    req: falcon.Request, resp: falcon.Response, error: ValidationError, params: dict[str, Any]
+) -> None:
+    raise falcon.HTTPUnprocessableEntity(title="Invalid request", description=describe(error))
 
 
 Check = Callable[[], None]
@@ -76,6 +92,8 @@ def create_base_app(service: str, checks: dict[str, Check]) -> App:
     app = falcon.App(middleware=[HttpMetrics(service)])
     app.set_error_serializer(json_error)
     app.add_error_handler(DatabaseUnavailable, _database_unavailable)
+    # One handler for every schema violation, of a body or of a query: 422.
+    app.add_error_handler(ValidationError, _unprocessable)
     app.add_route("/healthz", Health())
     app.add_route("/readyz", Ready(checks))
     app.add_route("/metrics", MetricsResource())

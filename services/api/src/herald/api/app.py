@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from dramatiq.brokers.redis import RedisBroker
-from pydantic import ValidationError
 from sqlalchemy import Engine
 
-from herald.api.payloads import unprocessable
 from herald.api.resources import Cancel, Messages, MessagesBatch, Retry
 from herald.core.broker import make_broker, ping_redis
 from herald.core.db import make_engine, ping_database
@@ -20,7 +18,6 @@ def create_app(engine: Engine, broker: RedisBroker) -> App:
         "api",
         {"postgresql": lambda: ping_database(engine), "redis": lambda: ping_redis(broker)},
     )
-    app.add_error_handler(ValidationError, unprocessable)
     app.add_route("/messages", Messages(engine, broker))
     app.add_route("/messages/batch", MessagesBatch(engine, broker))
     app.add_route("/messages/{message_id}/cancel", Cancel(engine))

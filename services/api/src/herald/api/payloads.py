@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import falcon
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -60,19 +60,3 @@ def read_body(req: falcon.Request, model: type[Model], limit: int) -> Model:
             title="Unsupported media type", description="send the body as application/json"
         )
     return model.model_validate(_parse_json(_read_limited(req, limit)))
-
-
-def describe(error: ValidationError) -> str:
-    """A one-line account of every violation, naming each field by its path."""
-    parts = []
-    for item in error.errors(include_url=False, include_input=False):
-        where = ".".join(str(part) for part in item["loc"]) or "body"
-        parts.append(f"{where}: {item['msg']}")
-    return "; ".join(parts)
-
-
-def unprocessable(
-    req: falcon.Request, resp: falcon.Response, error: ValidationError, params: dict[str, Any]
-) -> None:
-    """Falcon error handler: a schema violation is 422 with every violation described."""
-    raise falcon.HTTPUnprocessableEntity(title="Invalid message", description=describe(error))

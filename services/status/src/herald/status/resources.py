@@ -7,6 +7,7 @@ from sqlalchemy import Engine
 
 from herald.core.ids import is_valid_id
 from herald.status import queries
+from herald.status.listing import ListQuery, list_messages
 
 
 def _not_found(message_id: str) -> falcon.HTTPNotFound:
@@ -38,3 +39,14 @@ class MessageDetail:
         if record is None:
             raise _not_found(message_id)
         resp.media = record.model_dump(mode="json")
+
+
+class MessageList:
+    """GET /message/list: operators find messages (failed ones first of all) to act on."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        query = ListQuery.model_validate(req.params)
+        resp.media = list_messages(self._engine, query).model_dump(mode="json")

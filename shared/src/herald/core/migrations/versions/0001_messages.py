@@ -46,7 +46,7 @@ def upgrade() -> None:
         ["send_at"],
         postgresql_where=sa.text("status IN ('scheduled')"),
     )
-    op.create_index("messages_by_status_created", "messages", ["status", "created_at"])
+    op.create_index("messages_by_status_id", "messages", ["status", "id"])
 
 
 def downgrade() -> None:
