@@ -12,6 +12,7 @@ from gunicorn.app.base import BaseApplication
 from pydantic import ValidationError
 
 from herald.core.db import DatabaseUnavailable
+from herald.core.logs import RequestIds, gunicorn_logconfig
 from herald.core.metrics import HttpMetrics, MetricsResource, mark_dead, use_multiprocess_dir
 from herald.core.settings import Settings
 
@@ -89,7 +90,7 @@ class Ready:
 
 def create_base_app(service: str, checks: dict[str, Check]) -> App:
     """A Falcon app with JSON errors, 503 on database outages, metrics and health routes."""
-    app = falcon.App(middleware=[HttpMetrics(service)])
+    app = falcon.App(middleware=(RequestIds(), HttpMetrics(service)))
     app.set_error_serializer(json_error)
     app.add_error_handler(DatabaseUnavailable, _database_unavailable)
     # One handler for every schema violation, of a body or of a query: 422.
@@ -122,6 +123,7 @@ def _child_exit(server: Any, worker: Any) -> None:
 def serve(
     factory: Callable[[], App],
     *,
+    service: str,
     bind: str,
     workers: int,
     threads: int,
@@ -140,6 +142,7 @@ def serve(
             "graceful_timeout": 4,
             "accesslog": None,
             "loglevel": settings.log_level.lower(),
+            "logconfig_dict": gunicorn_logconfig(settings, service),
             "child_exit": _child_exit,
             # Several Herald servers share a host; none needs gunicorn's control socket.
             "control_socket_disable": True,

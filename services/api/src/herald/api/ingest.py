@@ -24,7 +24,9 @@ def _enqueue(broker: dramatiq.Broker, message_id: str) -> None:
         enqueue_send(broker, message_id)
     except RedisError as error:
         # The row is committed: the sweeper enqueues queued rows that no queue message reached.
-        log.warning("enqueue of %s failed (%s); the sweeper will send it", message_id, error)
+        log.warning(
+            "enqueue failed (%s); the sweeper will send it", error, extra={"message_id": message_id}
+        )
 
 
 class KeyReused(Exception):

@@ -6,6 +6,7 @@ import argparse
 import sys
 import tempfile
 
+from herald.core.logs import configure_logging
 from herald.core.settings import Settings
 
 # Seconds past the provider timeout that a stopping worker allows its in-flight sends.
@@ -21,6 +22,7 @@ def _dramatiq_args(settings: Settings, processes: int, threads: int) -> list[str
         "--worker-shutdown-timeout", str(shutdown_ms),
         "--fork-function", "herald.sender.sidecar:serve",
         "--fork-function", "herald.sender.sweeper:run",
+        "--skip-logging",  # every process logs JSON lines (herald.core.logs) instead
     ]  # fmt: skip
 
 
@@ -38,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     # Dramatiq reads its tuning from the environment when first imported: set it, then import.
     settings.export_dramatiq_tuning()
+    configure_logging(settings, "sender")
     from dramatiq import cli as dramatiq_cli
 
     from herald.core.metrics import use_multiprocess_dir

@@ -22,6 +22,10 @@ def _retries_so_far() -> int:
     return 0 if message is None else int(message.options.get("retries", 0))
 
 
+def _ids(message_id: str) -> dict[str, str]:
+    return {"message_id": message_id}
+
+
 class Delivery:
     """The send actor's body, with its dependencies."""
 
@@ -38,7 +42,7 @@ class Delivery:
         with self._engine.begin() as conn:
             claimed = transitions.claim(conn, message_id)
         if claimed is None:
-            log.info("skip %s: not queued or retrying (duplicate, canceled or done)", message_id)
+            log.info("skipped: not queued or retrying", extra=_ids(message_id))
             self._metrics.sends.labels("skipped").inc()
             return
         try:
@@ -51,11 +55,13 @@ class Delivery:
             self._after_transient(message_id, error)
         else:
             self._record(transitions.mark_sent, message_id)
+            log.debug("sent", extra=_ids(message_id))
             self._metrics.sends.labels("sent").inc()
             latency = datetime.now(UTC) - claimed.created_at
             self._metrics.delivery_latency.observe(latency.total_seconds())
 
     def _fail(self, message_id: str, error: str) -> None:
+        log.warning("failed: %s", error, extra=_ids(message_id))
         self._record(transitions.mark_failed, message_id, error)
         self._metrics.sends.labels("failed").inc()
         self._metrics.dead_letters.inc()
@@ -66,6 +72,7 @@ class Delivery:
         if _retries_so_far() >= self._max_retries:
             self._fail(message_id, str(error))
         else:
+            log.info("retrying: %s", error, extra=_ids(message_id))
             self._record(transitions.mark_retrying, message_id, str(error))
             self._metrics.sends.labels("retry").inc()
         # Retry, unlike a plain exception, is not logged as a crash; Retries computes the backoff
@@ -75,4 +82,6 @@ class Delivery:
     def _record(self, transition: transitions.Transition, message_id: str, *args: str) -> None:
         with self._engine.begin() as conn:
             if not transition(conn, message_id, *args):
-                log.warning("%s of %s lost to a concurrent change", transition.__name__, message_id)
+                log.warning(
+                    "%s lost to a concurrent change", transition.__name__, extra=_ids(message_id)
+                )

@@ -7,6 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from herald.core.logs import configure_logging
 from herald.core.metrics import exposition
 from herald.core.settings import Settings
 
@@ -35,6 +36,7 @@ class _Handler(BaseHTTPRequestHandler):
 def serve() -> None:
     """Dramatiq fork function: serve until the sender stops."""
     settings = Settings()
+    configure_logging(settings, "sender")
     server = ThreadingHTTPServer(("0.0.0.0", settings.sender_metrics_port), _Handler)
     server.daemon_threads = True
     server.serve_forever()

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, text
 from herald.core import idempotency, transitions
 from herald.core.broker import enqueue_send, make_broker
 from herald.core.db import DatabaseUnavailable, make_engine
+from herald.core.logs import configure_logging
 from herald.core.metrics import backlog_metrics
 from herald.core.settings import Settings
 from herald.core.statuses import Status
@@ -116,6 +117,7 @@ class Sweeper:
 def run() -> None:
     """Dramatiq fork function: lead (or wait to), promote, sweep and measure until stopped."""
     settings = Settings()
+    configure_logging(settings, "sweeper")
     engine = make_engine(settings, pool_size=2)
     broker = make_broker(settings)
     leadership, sweeper, metrics = (

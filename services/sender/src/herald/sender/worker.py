@@ -13,6 +13,7 @@ import dramatiq
 
 from herald.core.broker import SEND_ACTOR, SEND_QUEUE, make_broker
 from herald.core.db import make_engine
+from herald.core.logs import configure_logging
 from herald.core.metrics import sender_metrics
 from herald.core.settings import Settings
 from herald.sender.delivery import Delivery
@@ -64,6 +65,8 @@ def _stop_once_on_sigterm() -> None:
 
 def setup() -> None:
     """Build Settings once for this process and make its broker Dramatiq's (the only set_broker)."""
-    broker, _ = build(Settings())
+    settings = Settings()
+    configure_logging(settings, "sender")
+    broker, _ = build(settings)
     dramatiq.set_broker(broker)
     _stop_once_on_sigterm()

@@ -18,6 +18,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     serve(
         lambda: app_factory(settings),
+        service="status",
         bind=args.bind,
         workers=args.workers,
         threads=args.threads,
