@@ -140,6 +140,9 @@ def serve(
             "worker_class": "gthread" if threads > 1 else "sync",
             # Leave well inside the deployables' shutdown bound (provider timeout + 5 s).
             "graceful_timeout": 4,
+            # Longer than any proxy's idle timeout (nginx upstream keepalive: 60 s), so the
+            # server never closes a kept-alive connection the proxy is about to reuse.
+            "keepalive": 75,
             "accesslog": None,
             "loglevel": settings.log_level.lower(),
             "logconfig_dict": gunicorn_logconfig(settings, service),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import Engine
 
+from herald.api.ingest import Ingest
 from herald.api.resources import Cancel, Messages, MessagesBatch, Retry
 from herald.core.broker import make_broker, ping_redis
 from herald.core.db import make_engine, ping_database
@@ -18,10 +19,11 @@ def create_app(engine: Engine, broker: RedisBroker) -> App:
         "api",
         {"postgresql": lambda: ping_database(engine), "redis": lambda: ping_redis(broker)},
     )
-    app.add_route("/messages", Messages(engine, broker))
-    app.add_route("/messages/batch", MessagesBatch(engine, broker))
-    app.add_route("/messages/{message_id}/cancel", Cancel(engine))
-    app.add_route("/messages/{message_id}/retry", Retry(engine, broker))
+    ingest = Ingest(engine, broker)
+    app.add_route("/messages", Messages(ingest))
+    app.add_route("/messages/batch", MessagesBatch(ingest))
+    app.add_route("/messages/{message_id}/cancel", Cancel(ingest))
+    app.add_route("/messages/{message_id}/retry", Retry(ingest))
     return app
 
 

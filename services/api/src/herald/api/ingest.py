@@ -1,125 +1,119 @@
-"""Accepting a message: store it durably, then hand its id to the senders."""
+"""Accepting messages: store them durably, then hand their ids to the senders.
+
+Rows from concurrent requests are written together by a Batcher (one INSERT, one COMMIT per
+batch: group commit) and enqueued after that COMMIT in acceptance order; each request waits
+for its own rows' commit before it answers 202.
+"""
 
 from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
-import dramatiq
+from dramatiq.brokers.redis import RedisBroker
 from redis.exceptions import RedisError
 from sqlalchemy import Connection, Engine, insert, select
 
 from herald.core import idempotency, transitions
-from herald.core.broker import enqueue_send
+from herald.core.batching import Batcher
+from herald.core.broker import enqueue_sends
 from herald.core.ids import new_id
-from herald.core.schemas import Accepted, NewBatch, NewMessage
+from herald.core.schemas import MAX_BATCH_ITEMS, Accepted, NewBatch, NewMessage
 from herald.core.statuses import Status
 from herald.core.tables import messages
 
 log = logging.getLogger(__name__)
 
-
-def _enqueue(broker: dramatiq.Broker, message_id: str) -> None:
-    try:
-        enqueue_send(broker, message_id)
-    except RedisError as error:
-        # The row is committed: the sweeper enqueues queued rows that no queue message reached.
-        log.warning(
-            "enqueue failed (%s); the sweeper will send it", error, extra={"message_id": message_id}
-        )
+Row = dict[str, Any]
 
 
 class KeyReused(Exception):
     """The Idempotency-Key already names a message with a different payload."""
 
 
-def _store(conn: Connection, message_id: str, new: NewMessage, status: Status) -> None:
-    conn.execute(
-        insert(messages).values(
-            id=message_id,
-            destination=new.destination,
-            body=new.body,
-            status=status,
-            send_at=new.send_at,
-        )
-    )
+def _row(new: NewMessage, now: datetime) -> Row:
+    due_later = new.send_at is not None and new.send_at > now
+    return {
+        "id": new_id(),
+        "destination": new.destination,
+        "body": new.body,
+        "status": Status.SCHEDULED if due_later else Status.QUEUED,
+        "send_at": new.send_at,
+    }
 
 
-def _initial_status(new: NewMessage, now: datetime) -> Status:
-    return Status.SCHEDULED if new.send_at is not None and new.send_at > now else Status.QUEUED
+def _accepted(row: Row) -> Accepted:
+    return Accepted(id=row["id"], status=row["status"])
 
 
-def _status_now(conn: Connection, message_id: str) -> Status:
-    return Status(
-        conn.execute(select(messages.c.status).where(messages.c.id == message_id)).scalar_one()
-    )
-
-
-def accept(
-    engine: Engine, broker: dramatiq.Broker, new: NewMessage, key: str | None = None
-) -> Accepted:
-    """Store a new message and enqueue it unless scheduled; once this returns, it is durable.
-
-    With a key seen in the last 24 h for the same payload, the earlier message is answered and
-    nothing is created; for another payload, KeyReused.
-    """
-    message_id = new_id()
-    status = _initial_status(new, datetime.now(UTC))
-    with engine.begin() as conn:
-        if key is not None:
-            earlier = idempotency.remember(conn, key, idempotency.fingerprint(new), message_id)
-            if earlier is not None:
-                if not earlier.same_payload:
-                    raise KeyReused(key)
-                return Accepted(id=earlier.message_id, status=_status_now(conn, earlier.message_id))
-        _store(conn, message_id, new, status)
-    # Enqueue after COMMIT: a worker must never get an id the table lacks.
-    if status is Status.QUEUED:
-        _enqueue(broker, message_id)
-    return Accepted(id=message_id, status=status)
-
-
-def accept_batch(engine: Engine, broker: dramatiq.Broker, batch: NewBatch) -> list[Accepted]:
-    """Store every message of the batch in one transaction, then enqueue them in item order."""
-    now = datetime.now(UTC)
-    accepted = [Accepted(id=new_id(), status=_initial_status(new, now)) for new in batch.messages]
-    rows = [
-        {
-            "id": item.id,
-            "destination": new.destination,
-            "body": new.body,
-            "status": item.status,
-            "send_at": new.send_at,
-        }
-        for item, new in zip(accepted, batch.messages, strict=True)
-    ]
-    with engine.begin() as conn:
-        conn.execute(insert(messages), rows)
-    for item in accepted:
-        if item.status is Status.QUEUED:
-            _enqueue(broker, item.id)
-    return accepted
-
-
-def _current_status(engine: Engine, message_id: str) -> Status | None:
-    with engine.connect() as conn:
-        found = conn.execute(select(messages.c.status).where(messages.c.id == message_id)).scalar()
+def _status_now(conn: Connection, message_id: str) -> Status | None:
+    found = conn.execute(select(messages.c.status).where(messages.c.id == message_id)).scalar()
     return None if found is None else Status(found)
 
 
-def cancel(engine: Engine, message_id: str) -> tuple[bool, Status | None]:
-    """Cancel before any sender claims it: (moved, status now), status None for unknown ids."""
-    with engine.begin() as conn:
-        if transitions.cancel(conn, message_id):
-            return True, Status.CANCELED
-    return False, _current_status(engine, message_id)
+class Ingest:
+    """The ingest API's logic over one engine and broker (one instance per worker process)."""
 
+    def __init__(self, engine: Engine, broker: RedisBroker) -> None:
+        self._engine = engine
+        self._broker = broker
+        self._writer: Batcher[Row, None] = Batcher(self._write, MAX_BATCH_ITEMS, "ingest-writer")
 
-def retry(engine: Engine, broker: dramatiq.Broker, message_id: str) -> tuple[bool, Status | None]:
-    """Send a failed message again: (moved, status now), status None for unknown ids."""
-    with engine.begin() as conn:
-        moved = transitions.requeue_failed(conn, message_id)
-    if not moved:
-        return False, _current_status(engine, message_id)
-    _enqueue(broker, message_id)
-    return True, Status.QUEUED
+    def accept(self, new: NewMessage, key: str | None = None) -> Accepted:
+        """Store a new message and enqueue it unless scheduled; once this returns, it is durable.
+
+        With a key seen in the last 24 h for the same payload, the earlier message is answered
+        and nothing is created; for another payload, KeyReused.
+        """
+        row = _row(new, datetime.now(UTC))
+        if key is None:
+            self._writer.submit(row)
+            return _accepted(row)
+        with self._engine.begin() as conn:
+            earlier = idempotency.remember(conn, key, idempotency.fingerprint(new), row["id"])
+            if earlier is None:
+                conn.execute(insert(messages), [row])
+            elif not earlier.same_payload:
+                raise KeyReused(key)
+            else:
+                return Accepted(id=earlier.message_id, status=_status_now(conn, earlier.message_id))
+        self._enqueue([row])
+        return _accepted(row)
+
+    def accept_batch(self, batch: NewBatch) -> list[Accepted]:
+        """Store every message of the batch in one transaction, then enqueue them in item order."""
+        now = datetime.now(UTC)
+        rows = [_row(new, now) for new in batch.messages]
+        self._writer.submit_all(rows)
+        return [_accepted(row) for row in rows]
+
+    def cancel(self, message_id: str) -> tuple[bool, Status | None]:
+        """Cancel before any sender claims it: (moved, status now), status None if unknown."""
+        with self._engine.begin() as conn:
+            if transitions.cancel(conn, message_id):
+                return True, Status.CANCELED
+            return False, _status_now(conn, message_id)
+
+    def retry(self, message_id: str) -> tuple[bool, Status | None]:
+        """Send a failed message again: (moved, status now), status None if unknown."""
+        with self._engine.begin() as conn:
+            if not transitions.requeue_failed(conn, message_id):
+                return False, _status_now(conn, message_id)
+        self._enqueue([{"id": message_id, "status": Status.QUEUED}])
+        return True, Status.QUEUED
+
+    def _write(self, rows: list[Row]) -> list[None]:
+        with self._engine.begin() as conn:
+            conn.execute(insert(messages), rows)
+        # Enqueue after COMMIT: a worker must never get an id the table lacks.
+        self._enqueue(rows)
+        return [None] * len(rows)
+
+    def _enqueue(self, rows: list[Row]) -> None:
+        queued = [row["id"] for row in rows if row["status"] is Status.QUEUED]
+        try:
+            enqueue_sends(self._broker, queued)
+        except RedisError as error:
+            # The rows are committed and queued: the sweeper enqueues them when Redis is back.
+            log.warning("enqueue of %d failed (%s); the sweeper will send them", len(queued), error)

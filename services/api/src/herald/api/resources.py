@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import dramatiq
 import falcon
-from sqlalchemy import Engine
 
-from herald.api import ingest
+from herald.api.ingest import Ingest, KeyReused
 from herald.api.payloads import read_body
 from herald.core.idempotency import is_valid_key
 from herald.core.ids import is_valid_id
@@ -41,9 +39,8 @@ def _conflict(message_id: str, action: str, status: Status | None) -> falcon.HTT
 class Messages:
     """POST /messages: accept one message."""
 
-    def __init__(self, engine: Engine, broker: dramatiq.Broker) -> None:
-        self._engine = engine
-        self._broker = broker
+    def __init__(self, ingest: Ingest) -> None:
+        self._ingest = ingest
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         key = req.get_header("Idempotency-Key")
@@ -54,8 +51,8 @@ class Messages:
             )
         new = read_body(req, NewMessage, MAX_REQUEST_BYTES)
         try:
-            accepted = ingest.accept(self._engine, self._broker, new, key)
-        except ingest.KeyReused:
+            accepted = self._ingest.accept(new, key)
+        except KeyReused:
             raise falcon.HTTPUnprocessableEntity(
                 title="Idempotency-Key reused",
                 description="this key was used with a different payload in the last 24 h",
@@ -68,13 +65,12 @@ class Messages:
 class MessagesBatch:
     """POST /messages/batch: accept up to 1,000 messages, all or none."""
 
-    def __init__(self, engine: Engine, broker: dramatiq.Broker) -> None:
-        self._engine = engine
-        self._broker = broker
+    def __init__(self, ingest: Ingest) -> None:
+        self._ingest = ingest
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         batch = read_body(req, NewBatch, MAX_BATCH_REQUEST_BYTES)
-        accepted = ingest.accept_batch(self._engine, self._broker, batch)
+        accepted = self._ingest.accept_batch(batch)
         resp.status = falcon.HTTP_202
         resp.media = {"messages": [item.model_dump(mode="json") for item in accepted]}
 
@@ -82,13 +78,13 @@ class MessagesBatch:
 class Cancel:
     """POST /messages/{id}/cancel: scheduled or queued -> canceled."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(self, ingest: Ingest) -> None:
+        self._ingest = ingest
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, message_id: str) -> None:
         if not is_valid_id(message_id):
             raise _not_found(message_id)
-        moved, status = ingest.cancel(self._engine, message_id)
+        moved, status = self._ingest.cancel(message_id)
         if not moved:
             raise _conflict(message_id, "cancel", status)
         resp.media = Accepted(id=message_id, status=Status.CANCELED).model_dump(mode="json")
@@ -97,14 +93,13 @@ class Cancel:
 class Retry:
     """POST /messages/{id}/retry: failed -> queued, and enqueued again."""
 
-    def __init__(self, engine: Engine, broker: dramatiq.Broker) -> None:
-        self._engine = engine
-        self._broker = broker
+    def __init__(self, ingest: Ingest) -> None:
+        self._ingest = ingest
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, message_id: str) -> None:
         if not is_valid_id(message_id):
             raise _not_found(message_id)
-        moved, status = ingest.retry(self._engine, self._broker, message_id)
+        moved, status = self._ingest.retry(message_id)
         if not moved:
             raise _conflict(message_id, "retry", status)
         resp.status = falcon.HTTP_202

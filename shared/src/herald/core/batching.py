@@ -1,0 +1,72 @@
+"""Group commit: many threads' small writes become one statement and one COMMIT.
+
+Each request thread hands its work to a Batcher and waits. One background thread takes
+everything that arrived while it was busy with the previous batch and runs it in one go. An idle
+system adds no delay (the first item is taken at once); under load, round trips and commits are
+shared by a whole batch. Every caller gets its own result, or the batch's exception.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+# Long enough for any batch on a live database; a dead one fails the batch far sooner.
+WAIT_SECONDS = 30.0
+
+
+class Batcher(Generic[Item, Result]):
+    """Runs handle(items) -> results (one per item, same order) on batches of submitted items."""
+
+    def __init__(
+        self, handle: Callable[[list[Item]], Sequence[Result]], max_batch: int, name: str
+    ) -> None:
+        self._handle = handle
+        self._max_batch = max_batch
+        self._name = name
+        # Whole submissions, in arrival order: one submission is never split across batches.
+        self._pending: list[list[tuple[Item, Future[Result]]]] = []
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, item: Item) -> Result:
+        """Run item in the next batch and return its result (or raise the batch's error)."""
+        return self.submit_all([item])[0]
+
+    def submit_all(self, items: Sequence[Item]) -> list[Result]:
+        """Run items together, in order, in one batch (however large); their results."""
+        futures: list[Future[Result]] = [Future() for _ in items]
+        with self._wake:
+            if self._thread is None:
+                # Started on first use, so it belongs to the process that serves (after a fork).
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+            self._pending.append(list(zip(items, futures, strict=True)))
+            self._wake.notify()
+        return [future.result(WAIT_SECONDS) for future in futures]
+
+    def _take(self) -> list[tuple[Item, Future[Result]]]:
+        with self._wake:
+            while not self._pending:
+                self._wake.wait()
+            taken = self._pending.pop(0)
+            while self._pending and len(taken) + len(self._pending[0]) <= self._max_batch:
+                taken += self._pending.pop(0)
+            return taken
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            try:
+                results = self._handle([item for item, _ in batch])
+            except Exception as error:  # the batch's failure is every caller's failure
+                for _, future in batch:
+                    future.set_exception(error)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                future.set_result(result)
