@@ -145,3 +145,26 @@ def test_status_column_rejects_unknown_statuses(engine: Engine) -> None:
 
     with pytest.raises(IntegrityError), engine.begin() as conn:
         conn.execute(insert(messages).values(id=new_id(), destination="d", body="b", status="lost"))
+
+
+def test_errors_are_recorded_in_one_statement_each_with_its_own_text(engine: Engine) -> None:
+    first, second = _row(engine, Status.SENDING), _row(engine, Status.SENDING)
+    done = _row(engine, Status.SENT)
+    with engine.begin() as conn:
+        moved = transitions.record_errors(
+            conn, Status.RETRYING, [(first, "HTTP 503"), (second, "timeout"), (done, "late")]
+        )
+    assert moved == {first, second}
+    assert _status(engine, first) == ("retrying", 0, "HTTP 503")
+    assert _status(engine, second) == ("retrying", 0, "timeout")
+    assert _status(engine, done)[0] == "sent"
+
+
+def test_many_claims_and_sends_move_only_eligible_rows(engine: Engine) -> None:
+    queued, retrying = _row(engine, Status.QUEUED), _row(engine, Status.RETRYING)
+    canceled = _row(engine, Status.CANCELED)
+    with engine.begin() as conn:
+        won = transitions.claim_many(conn, [queued, retrying, canceled, queued])
+    assert set(won) == {queued, retrying}
+    with engine.begin() as conn:
+        assert transitions.mark_sent_many(conn, [queued, canceled]) == {queued}

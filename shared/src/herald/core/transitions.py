@@ -7,11 +7,10 @@ status never goes backwards. The caller owns the transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, func, text, update
+from sqlalchemy import ARRAY, ColumnElement, Connection, String, any_, bindparam, func, text, update
 
 from herald.core.statuses import (
     CANCELABLE,
@@ -25,9 +24,6 @@ from herald.core.statuses import (
 from herald.core.tables import messages
 
 _m = messages.c
-
-# Any of the functions below: (connection, message id, *values) -> whether the row moved.
-Transition = Callable[..., bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,32 +52,74 @@ def _move(
     return result.rowcount == 1
 
 
-def claim(conn: Connection, message_id: str) -> Claimed | None:
-    """queued|retrying -> sending, counting the attempt. None: not ours to send; do not send."""
-    row = conn.execute(
+def _any_id(message_ids: list[str]) -> ColumnElement[bool]:
+    # id = ANY(array): one statement text whatever the count, so it is prepared once.
+    return _m.id == any_(bindparam("ids", message_ids, type_=ARRAY(String)))
+
+
+def claim_many(conn: Connection, message_ids: list[str]) -> dict[str, Claimed]:
+    """claim() for many ids in one statement: those this call moved to sending."""
+    rows = conn.execute(
         update(messages)
-        .where(_m.id == message_id, _m.status.in_(CLAIMABLE))
+        .where(_any_id(message_ids), _m.status.in_(CLAIMABLE))
         .values(status=Status.SENDING, attempts=_m.attempts + 1, updated_at=func.now())
         .returning(_m.id, _m.destination, _m.body, _m.attempts, _m.created_at)
-    ).first()
-    if row is None:
-        return None
-    return Claimed(row.id, row.destination, row.body, row.attempts, row.created_at)
+    )
+    return {row.id: Claimed(row.id, row.destination, row.body, row.attempts, row.created_at)
+            for row in rows}  # fmt: skip
+
+
+def claim(conn: Connection, message_id: str) -> Claimed | None:
+    """queued|retrying -> sending, counting the attempt. None: not ours to send; do not send."""
+    return claim_many(conn, [message_id]).get(message_id)
+
+
+def mark_sent_many(conn: Connection, message_ids: list[str]) -> set[str]:
+    """mark_sent() for many ids in one statement: those this call moved to sent."""
+    rows = conn.execute(
+        update(messages)
+        .where(_any_id(message_ids), _m.status.in_(IN_FLIGHT))
+        .values(status=Status.SENT, updated_at=func.now(), sent_at=func.now(), last_error=None)
+        .returning(_m.id)
+    )
+    return set(rows.scalars())
 
 
 def mark_sent(conn: Connection, message_id: str) -> bool:
     """sending -> sent: the provider accepted it."""
-    return _move(conn, message_id, IN_FLIGHT, Status.SENT, sent_at=func.now(), last_error=None)
+    return message_id in mark_sent_many(conn, [message_id])
+
+
+def record_errors(conn: Connection, target: Status, errors: list[tuple[str, str]]) -> set[str]:
+    """sending -> target (retrying or failed) for many (id, last_error) pairs: ids moved."""
+    if target not in (Status.RETRYING, Status.FAILED):
+        raise ValueError(f"an error leads to retrying or failed, not {target}")
+    rows = conn.execute(
+        text(
+            f"""
+            UPDATE messages m SET status = :target, last_error = e.error, updated_at = now()
+            FROM unnest(CAST(:ids AS text[]), CAST(:errors AS text[])) AS e(id, error)
+            WHERE m.id = e.id AND m.status IN ({sql_list(IN_FLIGHT)})
+            RETURNING m.id
+            """
+        ),
+        {
+            "target": target.value,
+            "ids": [message_id for message_id, _ in errors],
+            "errors": [error for _, error in errors],
+        },
+    )
+    return set(rows.scalars())
 
 
 def mark_retrying(conn: Connection, message_id: str, error: str) -> bool:
     """sending -> retrying: a transient failure; another attempt is due."""
-    return _move(conn, message_id, IN_FLIGHT, Status.RETRYING, last_error=error)
+    return message_id in record_errors(conn, Status.RETRYING, [(message_id, error)])
 
 
 def mark_failed(conn: Connection, message_id: str, error: str) -> bool:
     """sending -> failed: a permanent error or the last retry spent."""
-    return _move(conn, message_id, IN_FLIGHT, Status.FAILED, last_error=error)
+    return message_id in record_errors(conn, Status.FAILED, [(message_id, error)])
 
 
 def cancel(conn: Connection, message_id: str) -> bool:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from functools import partial
 
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 from sqlalchemy import Engine
 
 from herald.core import transitions
+from herald.core.batching import Batcher
 from herald.core.metrics import SenderMetrics
 from herald.core.settings import Settings
+from herald.core.statuses import Status
+from herald.core.transitions import Claimed
 from herald.sender.provider import PermanentError, Provider, TransientError
 
 log = logging.getLogger(__name__)
@@ -20,6 +24,10 @@ log = logging.getLogger(__name__)
 def _retries_so_far() -> int:
     message = CurrentMessage.get_current_message()
     return 0 if message is None else int(message.options.get("retries", 0))
+
+
+# Most claims or outcomes one statement carries.
+BATCH = 500
 
 
 def _ids(message_id: str) -> dict[str, str]:
@@ -36,11 +44,34 @@ class Delivery:
         self._engine = engine
         self._provider = provider
         self._metrics = metrics
+        # Every worker thread claims and records through these: one UPDATE and one COMMIT for
+        # all the threads that got there together (see herald.core.batching).
+        self._claims: Batcher[str, Claimed | None] = Batcher(self._claim, BATCH, "claims")
+        self._sent: Batcher[str, bool] = Batcher(self._mark_sent, BATCH, "sent")
+        self._errors = {
+            status: Batcher(partial(self._record_errors, status), BATCH, f"{status}-errors")
+            for status in (Status.RETRYING, Status.FAILED)
+        }
+
+    def _claim(self, message_ids: list[str]) -> list[Claimed | None]:
+        with self._engine.begin() as conn:
+            won = transitions.claim_many(conn, message_ids)
+        # A duplicate queue message in the same batch: only the first of them gets the claim.
+        return [won.pop(message_id, None) for message_id in message_ids]
+
+    def _mark_sent(self, message_ids: list[str]) -> list[bool]:
+        with self._engine.begin() as conn:
+            moved = transitions.mark_sent_many(conn, message_ids)
+        return [message_id in moved for message_id in message_ids]
+
+    def _record_errors(self, target: Status, errors: list[tuple[str, str]]) -> list[bool]:
+        with self._engine.begin() as conn:
+            moved = transitions.record_errors(conn, target, errors)
+        return [message_id in moved for message_id, _ in errors]
 
     def send(self, message_id: str) -> None:
         """Deliver message_id at most once per claim; a duplicate or canceled message is a no-op."""
-        with self._engine.begin() as conn:
-            claimed = transitions.claim(conn, message_id)
+        claimed = self._claims.submit(message_id)
         if claimed is None:
             log.info("skipped: not queued or retrying", extra=_ids(message_id))
             self._metrics.sends.labels("skipped").inc()
@@ -54,7 +85,8 @@ class Delivery:
         except TransientError as error:
             self._after_transient(message_id, error)
         else:
-            self._record(transitions.mark_sent, message_id)
+            if not self._sent.submit(message_id):
+                log.warning("sent lost to a concurrent change", extra=_ids(message_id))
             log.debug("sent", extra=_ids(message_id))
             self._metrics.sends.labels("sent").inc()
             latency = datetime.now(UTC) - claimed.created_at
@@ -62,7 +94,7 @@ class Delivery:
 
     def _fail(self, message_id: str, error: str) -> None:
         log.warning("failed: %s", error, extra=_ids(message_id))
-        self._record(transitions.mark_failed, message_id, error)
+        self._record(Status.FAILED, message_id, error)
         self._metrics.sends.labels("failed").inc()
         self._metrics.dead_letters.inc()
 
@@ -73,15 +105,12 @@ class Delivery:
             self._fail(message_id, str(error))
         else:
             log.info("retrying: %s", error, extra=_ids(message_id))
-            self._record(transitions.mark_retrying, message_id, str(error))
+            self._record(Status.RETRYING, message_id, str(error))
             self._metrics.sends.labels("retry").inc()
         # Retry, unlike a plain exception, is not logged as a crash; Retries computes the backoff
         # unless the provider named a delay.
         raise dramatiq.Retry(str(error), delay=error.retry_after_ms)
 
-    def _record(self, transition: transitions.Transition, message_id: str, *args: str) -> None:
-        with self._engine.begin() as conn:
-            if not transition(conn, message_id, *args):
-                log.warning(
-                    "%s lost to a concurrent change", transition.__name__, extra=_ids(message_id)
-                )
+    def _record(self, target: Status, message_id: str, error: str) -> None:
+        if not self._errors[target].submit((message_id, error)):
+            log.warning("%s lost to a concurrent change", target, extra=_ids(message_id))

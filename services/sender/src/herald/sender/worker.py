@@ -36,7 +36,8 @@ def build(settings: Settings) -> tuple[dramatiq.Broker, Delivery]:
     broker = make_broker(settings)
     threads = settings.sender_threads
     metrics = sender_metrics()
-    engine = make_engine(settings, pool_size=threads)
+    # Every write goes through a Batcher thread (four kinds): a small pool serves any thread count.
+    engine = make_engine(settings, pool_size=4)
     delivery = Delivery(settings, engine, Provider(settings, threads, metrics), metrics)
     declare_actors(broker, delivery)
     return broker, delivery
