@@ -6,6 +6,7 @@ Dramatiq namespace in Redis, so parallel runs and CI runs on a shared machine ne
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import uuid
@@ -19,6 +20,10 @@ from sqlalchemy import Engine, text
 # Metrics are multiprocess everywhere (as under gunicorn); this must precede prometheus_client.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="herald-test-metrics-"))
 
+# The imports below may load prometheus_client, so they come after the line above.
+from dramatiq.brokers.redis import RedisBroker
+
+from herald.core.broker import SEND_QUEUE, make_broker
 from herald.core.db import make_engine
 from herald.core.migrate import upgrade
 from herald.core.settings import Settings
@@ -75,6 +80,22 @@ def settings(database_url: str, namespace: str) -> Settings:
         min_backoff_ms=20,
         max_backoff_ms=200,
     )
+
+
+@pytest.fixture
+def broker(settings: Settings) -> Iterator[RedisBroker]:
+    """A Dramatiq broker in this test's namespace."""
+    broker = make_broker(settings)
+    yield broker
+    broker.close()
+
+
+def queued_ids(broker: RedisBroker) -> list[str]:
+    """The message ids waiting on the send queue, in queue order."""
+    queue = f"{broker.namespace}:{SEND_QUEUE}"
+    redis_ids = broker.client.lrange(queue, 0, -1)
+    bodies = [broker.client.hget(f"{queue}.msgs", rid) for rid in redis_ids]
+    return [json.loads(body or b"{}")["args"][0] for body in bodies]
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """Idempotent submit on real PostgreSQL: one key, one message, even under concurrent repeats."""
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import falcon.testing
@@ -9,19 +8,10 @@ from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import Engine, func, select, text
 
 from herald.api.app import create_app
-from herald.core.broker import make_broker
-from herald.core.settings import Settings
 from herald.core.tables import messages
 from tests.badinput import check_error
 
 PAYLOAD = {"destination": "+15550002", "body": "once"}
-
-
-@pytest.fixture
-def broker(settings: Settings) -> Iterator[RedisBroker]:
-    broker = make_broker(settings)
-    yield broker
-    broker.close()
 
 
 @pytest.fixture

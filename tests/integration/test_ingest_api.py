@@ -1,7 +1,6 @@
 """The ingest API in-process on real PostgreSQL and Redis: storage, enqueueing and bad input."""
 
-import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import falcon.testing
@@ -10,31 +9,17 @@ from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import Engine, select
 
 from herald.api.app import create_app
-from herald.core.broker import SEND_QUEUE, make_broker
+from herald.core.broker import make_broker
 from herald.core.schemas import MAX_BODY_CHARS, MAX_DESTINATION_CHARS
 from herald.core.settings import Settings
 from herald.core.tables import messages
 from tests.badinput import BAD_INPUT, JSON, check_error
-
-
-@pytest.fixture
-def broker(settings: Settings) -> Iterator[RedisBroker]:
-    broker = make_broker(settings)
-    yield broker
-    broker.close()
+from tests.conftest import queued_ids
 
 
 @pytest.fixture
 def client(engine: Engine, broker: RedisBroker) -> falcon.testing.TestClient:
     return falcon.testing.TestClient(create_app(engine, broker))
-
-
-def _queued_ids(broker: RedisBroker) -> list[str]:
-    """The message ids waiting on the send queue, in queue order."""
-    queue = f"{broker.namespace}:{SEND_QUEUE}"
-    redis_ids = broker.client.lrange(queue, 0, -1)
-    bodies = [broker.client.hget(f"{queue}.msgs", rid) for rid in redis_ids]
-    return [json.loads(body or b"{}")["args"][0] for body in bodies]
 
 
 def _post(client: falcon.testing.TestClient, body: object) -> falcon.testing.Result:
@@ -57,7 +42,7 @@ def test_accepted_message_is_stored_then_enqueued(
         "queued",
         0,
     )
-    assert _queued_ids(broker) == [message_id]
+    assert queued_ids(broker) == [message_id]
 
 
 def test_future_send_at_is_scheduled_and_not_enqueued(
@@ -66,7 +51,7 @@ def test_future_send_at_is_scheduled_and_not_enqueued(
     later = (datetime.now(UTC) + timedelta(days=10)).isoformat()
     result = _post(client, {"destination": "d", "body": "b", "send_at": later})
     assert (result.status_code, result.json["status"]) == (202, "scheduled")
-    assert _queued_ids(broker) == []
+    assert queued_ids(broker) == []
 
 
 def test_past_send_at_is_sent_at_once(
@@ -74,7 +59,7 @@ def test_past_send_at_is_sent_at_once(
 ) -> None:
     result = _post(client, {"destination": "d", "body": "b", "send_at": "2001-01-01T00:00:00Z"})
     assert (result.status_code, result.json["status"]) == (202, "queued")
-    assert _queued_ids(broker) == [result.json["id"]]
+    assert queued_ids(broker) == [result.json["id"]]
 
 
 def test_ids_of_successive_posts_sort_in_acceptance_order(
@@ -198,7 +183,7 @@ def test_batch_answers_ids_in_item_order_and_enqueues_in_that_order(
     answered = result.json["messages"]
     assert [a["status"] for a in answered] == ["queued"] * 2 + ["scheduled"] + ["queued"] * 3
     queued = [a["id"] for a in answered if a["status"] == "queued"]
-    assert _queued_ids(broker) == queued
+    assert queued_ids(broker) == queued
     with engine.connect() as conn:
         bodies = {row.id: row.body for row in conn.execute(select(messages.c.id, messages.c.body))}
     assert [bodies[a["id"]] for a in answered] == ["b0", "b1", "later", "b2", "b3", "b4"]

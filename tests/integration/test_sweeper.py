@@ -1,26 +1,18 @@
 """The sweeper on real PostgreSQL and Redis: promotion, lost and abandoned sends, one at a time."""
 
-import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import Engine, insert, select, text
 
-from herald.core.broker import SEND_QUEUE, make_broker
+from herald.core.broker import SEND_QUEUE
 from herald.core.ids import new_id
 from herald.core.settings import Settings
 from herald.core.statuses import Status
 from herald.core.tables import messages
 from herald.sender.sweeper import LOCK_KEY, Leadership, Sweeper
-
-
-@pytest.fixture
-def broker(settings: Settings) -> Iterator[RedisBroker]:
-    broker = make_broker(settings)
-    yield broker
-    broker.close()
+from tests.conftest import queued_ids
 
 
 @pytest.fixture
@@ -45,14 +37,6 @@ def _row(engine: Engine, status: Status, age_s: float = 0, send_at: datetime | N
     return message_id
 
 
-def _queued_ids(broker: RedisBroker) -> list[str]:
-    queue = f"{broker.namespace}:{SEND_QUEUE}"
-    bodies = [
-        broker.client.hget(f"{queue}.msgs", rid) for rid in broker.client.lrange(queue, 0, -1)
-    ]
-    return [json.loads(body or b"{}")["args"][0] for body in bodies]
-
-
 def _status(engine: Engine, message_id: str) -> str:
     with engine.connect() as conn:
         return str(
@@ -68,7 +52,7 @@ def test_due_scheduled_messages_are_queued_in_send_at_order(
     first = _row(engine, Status.SCHEDULED, send_at=now - timedelta(seconds=5))
     future = _row(engine, Status.SCHEDULED, send_at=now + timedelta(days=10))
     assert sweeper.promote() == 2
-    assert _queued_ids(broker) == [first, second]
+    assert queued_ids(broker) == [first, second]
     assert (_status(engine, first), _status(engine, future)) == ("queued", "scheduled")
     assert sweeper.promote() == 0
 
@@ -79,10 +63,10 @@ def test_a_queued_row_no_queue_message_reached_is_enqueued_once_a_period(
     lost = _row(engine, Status.QUEUED, age_s=120)
     fresh = _row(engine, Status.QUEUED, age_s=0)
     assert sweeper.sweep() == 1
-    assert _queued_ids(broker) == [lost]
+    assert queued_ids(broker) == [lost]
     assert _status(engine, lost) == "queued"
     assert sweeper.sweep() == 0  # stamped: not again before another stuck_after
-    assert fresh not in _queued_ids(broker)
+    assert fresh not in queued_ids(broker)
 
 
 def test_a_retrying_row_is_left_to_its_backoff_first(sweeper: Sweeper, engine: Engine) -> None:
@@ -101,7 +85,7 @@ def test_an_abandoned_claim_goes_back_to_retrying_and_is_enqueued(
     assert sweeper.sweep() == 1
     assert _status(engine, abandoned) == "retrying"
     assert _status(engine, in_flight) == "sending"
-    assert _queued_ids(broker) == [abandoned]
+    assert queued_ids(broker) == [abandoned]
 
 
 def test_stuck_rows_are_enqueued_in_acceptance_order(
@@ -110,7 +94,7 @@ def test_stuck_rows_are_enqueued_in_acceptance_order(
     ids = [_row(engine, Status.QUEUED, age_s=300 - i) for i in range(5)]
     ids += [_row(engine, Status.SENDING, age_s=600)]
     sweeper.sweep()
-    assert _queued_ids(broker) == ids
+    assert queued_ids(broker) == ids
 
 
 def test_terminal_rows_are_never_touched(sweeper: Sweeper, engine: Engine) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import tempfile
 from collections.abc import Callable, Iterable
@@ -152,3 +153,30 @@ def serve(
             **dict(extra),
         }
         _Server(factory, options).run()
+
+
+def http_main(
+    argv: list[str] | None,
+    *,
+    service: str,
+    description: str | None,
+    default_bind: str,
+    build: Callable[[Settings], App],
+    pool: Callable[[Settings], tuple[int, int]],
+) -> None:
+    """The command line of an HTTP deployable: --bind, --workers, --threads, then serve()."""
+    settings = Settings()
+    workers, threads = pool(settings)
+    parser = argparse.ArgumentParser(prog=f"herald-{service}", description=description)
+    parser.add_argument("--bind", default=default_bind, help="HOST:PORT (default %(default)s)")
+    parser.add_argument("--workers", type=int, default=workers, help="(default %(default)s)")
+    parser.add_argument("--threads", type=int, default=threads, help="(default %(default)s)")
+    args = parser.parse_args(argv)
+    serve(
+        lambda: build(settings),
+        service=service,
+        bind=args.bind,
+        workers=args.workers,
+        threads=args.threads,
+        settings=settings,
+    )
