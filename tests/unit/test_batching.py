@@ -3,7 +3,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from herald.core.batching import Batcher
+from herald.core.batching import Batcher, BatchTimeout
 
 
 def test_each_caller_gets_its_own_result() -> None:
@@ -56,3 +56,16 @@ def test_a_failed_batch_fails_every_caller_in_it() -> None:
         batcher.submit(1)
     with pytest.raises(ConnectionError):
         batcher.submit_all([1, 2])
+
+
+def test_a_caller_stops_waiting_on_a_hung_batch() -> None:
+    release = threading.Event()
+
+    def handle(items: list[int]) -> list[int]:
+        release.wait(5)
+        return items
+
+    batcher: Batcher[int, int] = Batcher(handle, 10, "hung", wait_seconds=0.05)
+    with pytest.raises(BatchTimeout):
+        batcher.submit(1)
+    release.set()

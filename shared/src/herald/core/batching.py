@@ -16,17 +16,23 @@ from typing import Generic, TypeVar
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
-# Long enough for any batch on a live database; a dead one fails the batch far sooner.
-WAIT_SECONDS = 30.0
+
+class BatchTimeout(Exception):
+    """The batch holding this item did not finish in time (its outcome is unknown)."""
 
 
 class Batcher(Generic[Item, Result]):
     """Runs handle(items) -> results (one per item, same order) on batches of submitted items."""
 
     def __init__(
-        self, handle: Callable[[list[Item]], Sequence[Result]], max_batch: int, name: str
+        self,
+        handle: Callable[[list[Item]], Sequence[Result]],
+        max_batch: int,
+        name: str,
+        wait_seconds: float = 30.0,
     ) -> None:
         self._handle = handle
+        self._wait_seconds = wait_seconds
         self._max_batch = max_batch
         self._name = name
         # Whole submissions, in arrival order: one submission is never split across batches.
@@ -48,7 +54,10 @@ class Batcher(Generic[Item, Result]):
                 self._thread.start()
             self._pending.append(list(zip(items, futures, strict=True)))
             self._wake.notify()
-        return [future.result(WAIT_SECONDS) for future in futures]
+        try:
+            return [future.result(self._wait_seconds) for future in futures]
+        except TimeoutError:
+            raise BatchTimeout(f"{self._name}: no outcome within {self._wait_seconds} s") from None
 
     def _take(self) -> list[tuple[Item, Future[Result]]]:
         with self._wake:

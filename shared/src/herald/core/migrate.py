@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="herald-migrate", description=__doc__)
     parser.add_argument("--revision", default="head", help="target revision (default: head)")
     args = parser.parse_args(argv)
-    engine = make_engine(Settings(), pool_size=1)
+    # No statement timeout: building an index on a large table takes what it takes.
+    engine = make_engine(Settings(), pool_size=1, statement_timeout_ms=None)
     try:
         upgrade(engine, args.revision)
     finally:

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, insert, select
 from herald.core import idempotency, transitions
 from herald.core.batching import Batcher
 from herald.core.broker import enqueue_sends
+from herald.core.db import WRITE_WAIT_SECONDS
 from herald.core.ids import new_id
 from herald.core.schemas import MAX_BATCH_ITEMS, Accepted, NewBatch, NewMessage
 from herald.core.statuses import Status
@@ -58,7 +59,9 @@ class Ingest:
     def __init__(self, engine: Engine, broker: RedisBroker) -> None:
         self._engine = engine
         self._broker = broker
-        self._writer: Batcher[Row, None] = Batcher(self._write, MAX_BATCH_ITEMS, "ingest-writer")
+        self._writer: Batcher[Row, None] = Batcher(
+            self._write, MAX_BATCH_ITEMS, "ingest-writer", wait_seconds=WRITE_WAIT_SECONDS
+        )
 
     def accept(self, new: NewMessage, key: str | None = None) -> Accepted:
         """Store a new message and enqueue it unless scheduled; once this returns, it is durable.
