@@ -141,7 +141,7 @@ def test_backlog_counts_queue_states_and_pending_statuses(
     enqueue_send(broker, "b")
     enqueue_send(broker, "c", delay_ms=60_000)
     depth = queue_depth(broker.client, settings.redis_namespace, SEND_QUEUE)
-    assert depth == {"waiting": 2, "delayed": 1, "dead": 0, "in_progress": 0}
+    assert depth == {"waiting": 2, "delayed": 1, "dead": 0, "in_progress": 0, "orphaned": 0}
     counts = pending_counts(engine)
     assert counts == {
         Status.SCHEDULED: 1, Status.QUEUED: 2, Status.RETRYING: 1, Status.SENDING: 0
@@ -184,3 +184,19 @@ def test_the_stuck_scan_uses_the_partial_index_at_scale(engine: Engine) -> None:
             .all()
         )
     assert "messages_pending_by_updated" in "\n".join(plan)
+
+
+def test_a_backlog_whose_messages_wait_in_redis_is_not_enqueued_twice(
+    sweeper: Sweeper, engine: Engine, broker: RedisBroker
+) -> None:
+    from herald.core.broker import enqueue_sends
+
+    waiting = [_row(engine, Status.QUEUED, age_s=600) for _ in range(3)]
+    enqueue_sends(broker, waiting)
+    assert sweeper.sweep() == 0
+    assert queued_ids(broker) == waiting
+    _row(engine, Status.QUEUED, age_s=600)  # one more row, whose message never came
+    # Redis now holds one message fewer than the rows: one (oldest) row is enqueued again. If
+    # that was not the lost one, the count is even until the backlog drains, then it is.
+    assert sweeper.sweep() == 1
+    assert len(queued_ids(broker)) == 4

@@ -6,6 +6,8 @@ never double counts, and the HorizontalPodAutoscaler reads the backlog from this
 
 from __future__ import annotations
 
+import time
+
 import redis
 from sqlalchemy import Engine, func, select
 
@@ -16,13 +18,17 @@ from herald.core.tables import messages
 
 _m = messages.c
 
+# A worker that has not touched Redis for this long is gone (live ones poll every few ms).
+STALE_WORKER_MS = 10_000
+
 
 def queue_depth(client: redis.Redis[bytes], namespace: str, queue: str) -> dict[str, int]:
     """Dramatiq's Redis structures for one queue, counted by state.
 
-    waiting: in the queue list; in_progress: fetched by a worker, not yet acknowledged;
-    delayed: retries waiting out their backoff (in the delay queue or held by a worker);
-    dead: the dead-letter set.
+    waiting: in the queue list; in_progress: fetched by a live worker, not yet acknowledged;
+    delayed: retries waiting out their backoff (in the delay queue or held by a live worker);
+    orphaned: held by a worker that stopped heartbeating (Dramatiq puts them back in the queue
+    after its heartbeat timeout); dead: the dead-letter set.
     """
     prefix = f"{namespace}:"
     depth = {
@@ -30,13 +36,19 @@ def queue_depth(client: redis.Redis[bytes], namespace: str, queue: str) -> dict[
         "delayed": client.llen(f"{prefix}{queue}.DQ"),
         "dead": client.zcard(f"{prefix}{queue}.XQ"),
         "in_progress": 0,
+        "orphaned": 0,
     }
-    for key in client.scan_iter(match=f"{prefix}__acks__.*", count=1000):
+    beats = dict(client.zrange(f"{prefix}__heartbeats__", 0, -1, withscores=True))
+    now_ms = time.time() * 1000
+    acks = f"{prefix}__acks__."
+    for key in client.scan_iter(match=f"{acks}*", count=1000):
         name = key.decode()
-        if name.endswith(f".{queue}.DQ"):
-            depth["delayed"] += client.scard(key)
-        elif name.endswith(f".{queue}"):
-            depth["in_progress"] += client.scard(key)
+        for suffix, state in ((f".{queue}.DQ", "delayed"), (f".{queue}", "in_progress")):
+            if name.endswith(suffix):
+                worker = name[len(acks) : -len(suffix)].encode()
+                alive = now_ms - beats.get(worker, 0) < STALE_WORKER_MS
+                depth[state if alive else "orphaned"] += client.scard(key)
+                break
     return depth
 
 

@@ -20,13 +20,13 @@ from redis.exceptions import RedisError
 from sqlalchemy import Connection, Engine, text
 
 from herald.core import idempotency, transitions
-from herald.core.broker import enqueue_send, make_broker
+from herald.core.broker import SEND_QUEUE, enqueue_sends, make_broker
 from herald.core.db import DatabaseUnavailable, make_engine
 from herald.core.logs import configure_logging
 from herald.core.metrics import backlog_metrics
 from herald.core.settings import Settings
 from herald.core.statuses import Status
-from herald.sender.backlog import measure
+from herald.sender.backlog import measure, pending_counts, queue_depth
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +88,31 @@ class Sweeper:
         self._enqueue(due)
         return len(due)
 
+    def unaccounted(self) -> int:
+        """How many queued or retrying rows Redis cannot be holding a queue message for.
+
+        In a long backlog every old queued row still has its message waiting; enqueueing it
+        again would only add work. Rows lose their messages when Redis does (a restart
+        without persistence, a lost enqueue), and then Redis holds fewer than the rows.
+        """
+        depth = queue_depth(self._broker.client, self._broker.namespace, SEND_QUEUE)
+        counts = pending_counts(self._engine)
+        # Fetched-but-unacknowledged messages are mostly those of rows being sent right now.
+        fetched = max(0, depth["in_progress"] - counts[Status.SENDING])
+        held = depth["waiting"] + depth["delayed"] + fetched
+        return counts[Status.QUEUED] + counts[Status.RETRYING] - held
+
     def sweep(self) -> int:
         """Enqueue again what no queue message will deliver: lost enqueues, dead workers."""
         s = self._settings
+        limit = min(BATCH, self.unaccounted())
         with self._engine.begin() as conn:
-            lost = transitions.touch_unsent(conn, (Status.QUEUED,), s.stuck_after, BATCH)
-            # A retrying row legitimately waits out its backoff first.
-            late = s.stuck_after + s.max_backoff_ms / 1000
-            lost += transitions.touch_unsent(conn, (Status.RETRYING,), late, BATCH)
+            lost: list[str] = []
+            if limit > 0:
+                lost = transitions.touch_unsent(conn, (Status.QUEUED,), s.stuck_after, limit)
+                # A retrying row legitimately waits out its backoff first.
+                late = s.stuck_after + s.max_backoff_ms / 1000
+                lost += transitions.touch_unsent(conn, (Status.RETRYING,), late, limit)
             # A claim older than any provider call can last: its worker is gone.
             dead = s.stuck_after + s.provider_timeout
             abandoned = transitions.release_abandoned(conn, dead, BATCH)
@@ -110,8 +127,7 @@ class Sweeper:
 
     def _enqueue(self, ids: list[str]) -> None:
         # Rows are committed first; if Redis fails here, the next sweep finds them again.
-        for message_id in ids:
-            enqueue_send(self._broker, message_id)
+        enqueue_sends(self._broker, ids)
 
 
 def run() -> None:
