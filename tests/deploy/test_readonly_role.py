@@ -1,0 +1,66 @@
+"""The status service's database role (migration 0003): it reads every table and writes none."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import falcon.testing
+import pytest
+from sqlalchemy import Engine, event, insert, text, update
+from sqlalchemy.exc import ProgrammingError
+
+from herald.core.db import make_engine
+from herald.core.ids import new_id
+from herald.core.settings import Settings
+from herald.core.tables import messages
+from herald.status.app import create_app
+
+READER = "herald_readonly"
+
+
+@pytest.fixture
+def reader(database_url: str) -> Iterator[Engine]:
+    """An engine whose every connection acts as herald_readonly from the start.
+
+    Privileges are checked against the session's current role, so this is what a login role in
+    herald_readonly gets, without creating a login role on the shared server.
+    """
+    engine = make_engine(Settings(database_url=database_url), pool_size=1)
+
+    @event.listens_for(engine, "connect")
+    def _become_reader(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.execute(f"SET ROLE {READER}")
+        dbapi_connection.commit()  # a SET in a rolled-back transaction would be undone
+
+    yield engine
+    engine.dispose()
+
+
+def test_the_status_service_answers_on_the_read_only_role(engine: Engine, reader: Engine) -> None:
+    message_id = new_id()
+    with engine.begin() as conn:
+        conn.execute(
+            insert(messages).values(id=message_id, destination="d", body="b", status="queued")
+        )
+    with reader.connect() as conn:
+        assert conn.execute(text("SELECT current_user")).scalar_one() == READER
+    client = falcon.testing.TestClient(create_app(reader))
+    assert client.get("/readyz").status_code == 200
+    assert client.get(f"/message/{message_id}/status").json == {"status": "queued"}
+    assert client.get(f"/message/{message_id}").status_code == 200
+    assert client.get("/message/list").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        insert(messages).values(id=new_id(), destination="d", body="b", status="queued"),
+        update(messages).values(status="sent"),
+        text("DELETE FROM idempotency_keys"),
+        text("CREATE TABLE intruder (id int)"),
+    ],
+)
+def test_the_read_only_role_can_change_nothing(reader: Engine, statement: object) -> None:
+    with pytest.raises(ProgrammingError, match="permission denied"), reader.begin() as conn:
+        conn.execute(statement)  # type: ignore[call-overload]  # each is an executable statement
