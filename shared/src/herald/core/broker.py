@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import uuid4
 
 import dramatiq
 import redis
+from dramatiq.broker import Consumer
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 from dramatiq.middleware import CurrentMessage, Retries
@@ -26,9 +28,27 @@ def make_redis(settings: Settings) -> redis.Redis[bytes]:
     )
 
 
-def make_broker(settings: Settings) -> RedisBroker:
+class PollingBroker(RedisBroker):
+    """Dramatiq's Redis broker, polling an idle queue every poll_ms.
+
+    Dramatiq uses one worker_timeout (default 1 s) both for how long an idle consumer may sleep
+    between polls of Redis and for how often every worker thread wakes to check for shutdown.
+    Lowering it for fast delivery would wake every thread a hundred times a second; only the
+    consumer (one thread per queue) needs to be quick, so only its poll is capped.
+    """
+
+    def __init__(self, *, poll_ms: int, **options: Any) -> None:
+        super().__init__(**options)  # type: ignore[no-untyped-call]  # Dramatiq is untyped here
+        self.poll_ms = poll_ms
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
+        return super().consume(queue_name, prefetch, min(timeout, self.poll_ms))
+
+
+def make_broker(settings: Settings) -> PollingBroker:
     """A broker with the retry policy from settings and SEND_QUEUE declared."""
-    broker = RedisBroker(  # type: ignore[no-untyped-call]  # Dramatiq's brokers are untyped
+    broker = PollingBroker(
+        poll_ms=settings.sender_poll_ms,
         client=make_redis(settings),
         namespace=settings.redis_namespace,
         middleware=[

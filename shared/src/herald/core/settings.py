@@ -58,11 +58,6 @@ class Settings(BaseSettings):
         scheme, rest = url.split("://", 1)
         return f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else url
 
-    def export_dramatiq_tuning(self) -> None:
-        """Dramatiq reads its worker tuning from the environment at import: hand it ours."""
-        # Dramatiq spells its variables in lower case.
-        os.environ["dramatiq_worker_timeout"] = str(self.sender_poll_ms)  # noqa: SIM112
-
     def export_metrics_dir(self, path: str) -> None:
         """prometheus-client finds its multiprocess directory in the environment: give it one."""
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = path

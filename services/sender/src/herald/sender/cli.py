@@ -6,7 +6,10 @@ import argparse
 import sys
 import tempfile
 
+from dramatiq import cli as dramatiq_cli
+
 from herald.core.logs import configure_logging
+from herald.core.metrics import use_multiprocess_dir
 from herald.core.settings import Settings
 
 # Seconds past the provider timeout that a stopping worker allows its in-flight sends.
@@ -38,13 +41,7 @@ def main(argv: list[str] | None = None) -> None:
         help="worker threads per process (default %(default)s)",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    # Dramatiq reads its tuning from the environment when first imported: set it, then import.
-    settings.export_dramatiq_tuning()
     configure_logging(settings, "sender")
-    from dramatiq import cli as dramatiq_cli
-
-    from herald.core.metrics import use_multiprocess_dir
-
     with tempfile.TemporaryDirectory(prefix="herald-metrics-") as metrics_dir:
         use_multiprocess_dir(settings, metrics_dir)
         # Dramatiq's CLI module is untyped.

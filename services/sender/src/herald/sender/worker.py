@@ -34,11 +34,10 @@ def declare_actors(broker: dramatiq.Broker, delivery: Delivery) -> dramatiq.Acto
 def build(settings: Settings) -> tuple[dramatiq.Broker, Delivery]:
     """A broker with the send actor declared on it, wired to fresh pools."""
     broker = make_broker(settings)
-    threads = settings.sender_threads
     metrics = sender_metrics()
     # Every write goes through a Batcher thread (four kinds): a small pool serves any thread count.
     engine = make_engine(settings, pool_size=4)
-    delivery = Delivery(settings, engine, Provider(settings, threads, metrics), metrics)
+    delivery = Delivery(settings, engine, Provider(settings, metrics), metrics)
     declare_actors(broker, delivery)
     return broker, delivery
 
