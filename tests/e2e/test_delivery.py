@@ -7,6 +7,7 @@ import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -227,3 +228,31 @@ def test_sender_metrics_count_outcomes_and_show_the_backlog(stack: Stack) -> Non
     assert "herald_delivery_latency_seconds_count 1.0" in text
     assert 'herald_messages{status="queued"}' in text
     assert HTTP.get(url.replace("/metrics", "/healthz")).json() == {"status": "ok"}
+
+
+def test_a_scheduled_message_goes_out_after_its_time_and_within_2_s(stack: Stack) -> None:
+    send_at = datetime.now(UTC) + timedelta(seconds=3)
+    answer = HTTP.post(
+        f"{stack.api}/messages",
+        json={"destination": "d", "body": "later", "send_at": send_at.isoformat()},
+    )
+    assert answer.json()["status"] == "scheduled"
+    message_id = answer.json()["id"]
+    stack.wait_status(message_id, "sent", timeout=20)
+    sent_at = datetime.fromisoformat(record(stack, message_id)["sent_at"])
+    assert send_at <= sent_at <= send_at + timedelta(seconds=2)
+
+
+def test_a_canceled_scheduled_message_is_never_sent(stack: Stack) -> None:
+    send_at = datetime.now(UTC) + timedelta(seconds=1)
+    answer = HTTP.post(
+        f"{stack.api}/messages",
+        json={"destination": "d", "body": "never", "send_at": send_at.isoformat()},
+    )
+    message_id = answer.json()["id"]
+    assert HTTP.post(f"{stack.api}/messages/{message_id}/cancel").status_code == 200
+    kept = post(stack, body="kept")
+    stack.wait_status(kept, "sent")
+    time.sleep(1.5)  # past the canceled one's send_at and a few promoter cycles
+    assert stack.status_of(message_id) == "canceled"
+    assert [m["id"] for m in delivered(stack)] == [kept]
