@@ -162,13 +162,16 @@ def promote_due(conn: Connection, limit: int) -> list[str]:
     )
 
 
-def touch_unsent(
-    conn: Connection, statuses: tuple[Status, ...], idle_s: float, limit: int
+def _update_stale(
+    conn: Connection,
+    statuses: tuple[Status, ...],
+    idle_s: float,
+    limit: int,
+    assignments: str,
+    **params: object,
 ) -> list[str]:
-    """Rows in statuses unchanged for idle_s seconds, stamped now so each is picked once a period.
-
-    The status stays: the caller only enqueues them again, and claim() decides who sends.
-    """
+    # The oldest rows in statuses unchanged for idle_s seconds (partial index on updated_at),
+    # skipping rows another transaction holds; SET assignments, and updated_at = now().
     return _ids(
         conn,
         f"""
@@ -179,33 +182,34 @@ def touch_unsent(
             ORDER BY updated_at LIMIT :limit
             FOR UPDATE SKIP LOCKED
         )
-        UPDATE messages m SET updated_at = now() FROM stale WHERE m.id = stale.id
+        UPDATE messages m SET {assignments} updated_at = now()
+        FROM stale WHERE m.id = stale.id
         RETURNING m.id, m.id
         """,
         idle=idle_s,
         limit=limit,
+        **params,
     )
+
+
+def touch_unsent(
+    conn: Connection, statuses: tuple[Status, ...], idle_s: float, limit: int
+) -> list[str]:
+    """Rows in statuses unchanged for idle_s seconds, stamped now so each is picked once a period.
+
+    The status stays: the caller only enqueues them again, and claim() decides who sends.
+    """
+    return _update_stale(conn, statuses, idle_s, limit, "")
 
 
 def release_abandoned(conn: Connection, idle_s: float, limit: int) -> list[str]:
     """sending -> retrying for claims older than idle_s: their worker died mid-send."""
-    return _ids(
+    return _update_stale(
         conn,
-        f"""
-        WITH abandoned AS (
-            SELECT id FROM messages
-            WHERE status IN ({sql_list(IN_FLIGHT)})
-              AND updated_at < now() - make_interval(secs => :idle)
-            ORDER BY updated_at LIMIT :limit
-            FOR UPDATE SKIP LOCKED
-        )
-        UPDATE messages m
-        SET status = :retrying, updated_at = now(),
-            last_error = 'no outcome recorded: the sender stopped mid-send'
-        FROM abandoned WHERE m.id = abandoned.id
-        RETURNING m.id, m.id
-        """,
-        idle=idle_s,
-        limit=limit,
+        IN_FLIGHT,
+        idle_s,
+        limit,
+        "status = :retrying, last_error = :error,",
         retrying=Status.RETRYING.value,
+        error="no outcome recorded: the sender stopped mid-send",
     )
