@@ -8,6 +8,7 @@ from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import Engine, func, select, text
 
 from herald.api.app import create_app
+from herald.core.settings import Settings
 from herald.core.tables import messages
 from tests.badinput import check_error
 
@@ -15,10 +16,10 @@ PAYLOAD = {"destination": "+15550002", "body": "once"}
 
 
 @pytest.fixture
-def client(engine: Engine, broker: RedisBroker) -> falcon.testing.TestClient:
+def client(settings: Settings, engine: Engine, broker: RedisBroker) -> falcon.testing.TestClient:
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE idempotency_keys"))
-    return falcon.testing.TestClient(create_app(engine, broker))
+    return falcon.testing.TestClient(create_app(settings, engine, broker))
 
 
 def _post(

@@ -18,8 +18,8 @@ from tests.conftest import queued_ids
 
 
 @pytest.fixture
-def client(engine: Engine, broker: RedisBroker) -> falcon.testing.TestClient:
-    return falcon.testing.TestClient(create_app(engine, broker))
+def client(settings: Settings, engine: Engine, broker: RedisBroker) -> falcon.testing.TestClient:
+    return falcon.testing.TestClient(create_app(settings, engine, broker))
 
 
 def _post(client: falcon.testing.TestClient, body: object) -> falcon.testing.Result:
@@ -142,7 +142,7 @@ def test_readyz_checks_postgresql_and_redis(client: falcon.testing.TestClient) -
 
 def test_readyz_is_503_when_redis_is_unreachable(engine: Engine, database_url: str) -> None:
     dead = Settings(database_url=database_url, redis_url="redis://127.0.0.1:1/0")
-    app = create_app(engine, make_broker(dead))
+    app = create_app(dead, engine, make_broker(dead))
     result = falcon.testing.TestClient(app).simulate_get("/readyz")
     _assert_error(result, 503)
     assert "redis" in result.json["description"]
@@ -150,7 +150,7 @@ def test_readyz_is_503_when_redis_is_unreachable(engine: Engine, database_url: s
 
 def test_redis_down_still_accepts_durably(engine: Engine, database_url: str) -> None:
     dead = Settings(database_url=database_url, redis_url="redis://127.0.0.1:1/0")
-    client = falcon.testing.TestClient(create_app(engine, make_broker(dead)))
+    client = falcon.testing.TestClient(create_app(dead, engine, make_broker(dead)))
     result = _post(client, {"destination": "d", "body": "b"})
     assert result.status_code == 202
     with engine.connect() as conn:
@@ -161,8 +161,8 @@ def test_redis_down_still_accepts_durably(engine: Engine, database_url: str) -> 
 def test_postgresql_down_is_503_with_retry_after(broker: RedisBroker) -> None:
     from herald.core.db import make_engine
 
-    dead = make_engine(Settings(database_url="postgresql://postgres@127.0.0.1:1/none"))
-    client = falcon.testing.TestClient(create_app(dead, broker))
+    dead = Settings(database_url="postgresql://postgres@127.0.0.1:1/none")
+    client = falcon.testing.TestClient(create_app(dead, make_engine(dead), broker))
     result = _post(client, {"destination": "d", "body": "b"})
     _assert_error(result, 503)
     assert result.headers["Retry-After"] == "1"

@@ -13,13 +13,13 @@ from herald.core.settings import Settings
 from herald.core.web import App, create_base_app
 
 
-def create_app(engine: Engine, broker: RedisBroker) -> App:
+def create_app(settings: Settings, engine: Engine, broker: RedisBroker) -> App:
     """The ingest app on the given PostgreSQL engine and Redis broker."""
     app = create_base_app(
         "api",
         {"postgresql": lambda: ping_database(engine), "redis": lambda: ping_redis(broker)},
     )
-    ingest = Ingest(engine, broker)
+    ingest = Ingest(settings, engine, broker)
     app.add_route("/messages", Messages(ingest))
     app.add_route("/messages/batch", MessagesBatch(ingest))
     app.add_route("/messages/{message_id}/cancel", Cancel(ingest))
@@ -29,4 +29,4 @@ def create_app(engine: Engine, broker: RedisBroker) -> App:
 
 def app_factory(settings: Settings) -> App:
     """Build the app and its pools; gunicorn calls this in each worker after the fork."""
-    return create_app(make_engine(settings), make_broker(settings))
+    return create_app(settings, make_engine(settings), make_broker(settings))

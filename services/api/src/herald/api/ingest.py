@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, LiteralString
 
 from dramatiq.brokers.redis import RedisBroker
 from redis.exceptions import RedisError
@@ -18,15 +18,24 @@ from sqlalchemy import Connection, Engine, insert, select
 from herald.core import idempotency, transitions
 from herald.core.batching import Batcher
 from herald.core.broker import enqueue_sends
-from herald.core.db import WRITE_WAIT_SECONDS
+from herald.core.db import WRITE_WAIT_SECONDS, DirectConnection
 from herald.core.ids import new_id
 from herald.core.schemas import MAX_BATCH_ITEMS, Accepted, NewBatch, NewMessage
+from herald.core.settings import Settings
 from herald.core.statuses import Status
 from herald.core.tables import messages
 
 log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
+
+
+_INSERT_COLUMNS = ("id", "destination", "body", "status", "send_at")
+# One statement text for any number of rows (columns as arrays): prepared once per connection.
+_INSERT_ROWS: LiteralString = """
+    INSERT INTO messages (id, destination, body, status, send_at)
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])
+"""
 
 
 class KeyReused(Exception):
@@ -56,9 +65,10 @@ def _status_now(conn: Connection, message_id: str) -> Status | None:
 class Ingest:
     """The ingest API's logic over one engine and broker (one instance per worker process)."""
 
-    def __init__(self, engine: Engine, broker: RedisBroker) -> None:
+    def __init__(self, settings: Settings, engine: Engine, broker: RedisBroker) -> None:
         self._engine = engine
         self._broker = broker
+        self._writer_conn = DirectConnection(settings)
         self._writer: Batcher[Row, None] = Batcher(
             self._write, MAX_BATCH_ITEMS, "ingest-writer", wait_seconds=WRITE_WAIT_SECONDS
         )
@@ -107,8 +117,9 @@ class Ingest:
         return True, Status.QUEUED
 
     def _write(self, rows: list[Row]) -> list[None]:
-        with self._engine.begin() as conn:
-            conn.execute(insert(messages), rows)
+        columns = [[row[name] for row in rows] for name in _INSERT_COLUMNS]
+        columns[_INSERT_COLUMNS.index("status")] = [row["status"].value for row in rows]
+        self._writer_conn.execute(_INSERT_ROWS, columns)
         # Enqueue after COMMIT: a worker must never get an id the table lacks.
         self._enqueue(rows)
         return [None] * len(rows)

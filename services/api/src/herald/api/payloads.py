@@ -18,9 +18,16 @@ def _too_large(limit: int) -> falcon.HTTPContentTooLarge:
     )
 
 
+# An oversized body up to this much past the limit is read and dropped before the 413, so the
+# client has finished sending and can reuse the connection; anything larger is not worth it.
+DRAIN_BYTES = 1024 * 1024
+
+
 def _read_limited(req: falcon.Request, limit: int) -> bytes:
     if req.content_length is not None:
         if req.content_length > limit:
+            if req.content_length <= limit + DRAIN_BYTES:
+                req.bounded_stream.exhaust()
             raise _too_large(limit)
         return req.bounded_stream.read()
     # Chunked: no declared length, and Falcon's bounded stream would read nothing. gunicorn
