@@ -89,17 +89,19 @@ class Sweeper:
         return len(due)
 
     def unaccounted(self) -> int:
-        """How many queued or retrying rows Redis cannot be holding a queue message for.
+        """How many queued or retrying rows have no message waiting in Redis.
 
         In a long backlog every old queued row still has its message waiting; enqueueing it
         again would only add work. Rows lose their messages when Redis does (a restart
         without persistence, a lost enqueue), and then Redis holds fewer than the rows.
+        Messages a worker has fetched do not count: a killed worker's, or those a worker
+        dropped from its prefetch when its Redis connection broke, would never be sent. So
+        up to a prefetch's worth of the oldest rows may be enqueued twice (a claim turns the
+        second copy away); none is ever left behind.
         """
         depth = queue_depth(self._broker.client, self._broker.namespace, SEND_QUEUE)
         counts = pending_counts(self._engine)
-        # Fetched-but-unacknowledged messages are mostly those of rows being sent right now.
-        fetched = max(0, depth["in_progress"] - counts[Status.SENDING])
-        held = depth["waiting"] + depth["delayed"] + fetched
+        held = depth["waiting"] + depth["delayed"]
         return counts[Status.QUEUED] + counts[Status.RETRYING] - held
 
     def sweep(self) -> int:
