@@ -4,9 +4,11 @@ from datetime import UTC, datetime, timedelta
 
 import falcon.testing
 import pytest
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, text
 
+from herald.core.db import make_engine
 from herald.core.ids import new_id
+from herald.core.settings import Settings
 from herald.core.statuses import Status
 from herald.core.tables import messages
 from herald.status.app import create_app
@@ -109,3 +111,18 @@ def test_bad_list_queries_are_422(client: falcon.testing.TestClient, query: str)
 
 def test_readyz_checks_postgresql(client: falcon.testing.TestClient) -> None:
     assert client.simulate_get("/readyz").json == {"status": "ready"}
+
+
+def test_a_read_on_a_connection_killed_under_it_is_answered_not_503(settings: Settings) -> None:
+    # As after a PostgreSQL restart: the pooled connection is dead, and no ping precedes use.
+    engine = make_engine(settings, pool_size=1, pre_ping=False)
+    client = falcon.testing.TestClient(create_app(engine))
+    [message_id] = _rows(engine, [Status.QUEUED], START)
+    assert client.simulate_get(f"/message/{message_id}/status").status_code == 200
+    with engine.connect() as conn:
+        backend = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    with make_engine(settings, pool_size=1).connect() as admin:
+        admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+    result = client.simulate_get(f"/message/{message_id}/status")
+    assert (result.status_code, result.json) == (200, {"status": "queued"})
+    engine.dispose()

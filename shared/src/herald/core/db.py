@@ -26,6 +26,7 @@ def make_engine(
     settings: Settings,
     pool_size: int | None = None,
     statement_timeout_ms: int | None = STATEMENT_TIMEOUT_MS,
+    pre_ping: bool = True,
 ) -> Engine:
     """A pooled engine that fails fast (seconds, not minutes) when PostgreSQL is down."""
     options = {} if statement_timeout_ms is None else {
@@ -37,8 +38,9 @@ def make_engine(
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=0,
         pool_timeout=settings.db_pool_timeout,
-        # A restarted PostgreSQL leaves dead connections in the pool; test each before use.
-        pool_pre_ping=True,
+        # A restarted PostgreSQL leaves dead connections in the pool: test each before use,
+        # unless the caller retries reads itself (a round trip saved per request).
+        pool_pre_ping=pre_ping,
         connect_args={
             "connect_timeout": max(1, round(settings.db_connect_timeout)),
             **options,

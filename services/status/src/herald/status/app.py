@@ -21,4 +21,5 @@ def create_app(engine: Engine) -> App:
 
 def app_factory(settings: Settings) -> App:
     """Build the app and its pool; gunicorn calls this in each worker after the fork."""
-    return create_app(make_engine(settings))
+    # Reads retry once on a dead connection (queries.read), so no ping before each one.
+    return create_app(make_engine(settings, pre_ping=False))
