@@ -219,7 +219,9 @@ def test_sender_metrics_count_outcomes_and_show_the_backlog(stack: Stack) -> Non
 
     def exported() -> str | None:
         text = HTTP.get(url).text
-        return text if 'herald_queue_messages{queue="send",state="waiting"}' in text else None
+        # The sweeper sets the queue gauges, then the status ones: wait for a complete cycle.
+        complete = 'herald_queue_messages{queue="send",state="waiting"}' in text
+        return text if complete and 'herald_messages{status="queued"}' in text else None
 
     text = wait_for(exported, stack.settings.sweep_interval + 5, "backlog gauges")
     assert 'herald_sends_total{outcome="sent"} 1.0' in text
