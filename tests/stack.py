@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
+from sqlalchemy import text
 
+from herald.core.db import make_engine
 from herald.core.settings import Settings
 
 BIN = Path(sys.executable).parent
@@ -188,7 +190,15 @@ def _http(stack: Stack, name: str, script: str, port: int) -> Process:
 
 @contextmanager
 def running_stack(settings: Settings, sender: bool = True, threads: int = 4) -> Iterator[Stack]:
-    """Start every deployable against settings' database and Redis; stop them all afterwards."""
+    """Start every deployable against settings' database and Redis; stop them all afterwards.
+
+    The database starts empty: an earlier test's rows would otherwise be found by this
+    stack's sweeper and delivered to this test's provider.
+    """
+    engine = make_engine(settings, pool_size=1)
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE messages, idempotency_keys"))
+    engine.dispose()
     provider_port = free_port()
     settings = settings.model_copy(
         update={
