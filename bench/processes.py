@@ -15,8 +15,6 @@ from pathlib import Path
 
 import httpx
 
-from herald.core.settings import Settings
-
 # The venv's bin directory (not resolved: sys.executable is a symlink into it).
 BIN = Path(sys.executable).parent
 
@@ -33,16 +31,6 @@ def free_port() -> int:
         if port not in _handed_out:
             _handed_out.add(port)
             return port
-
-
-def environment(settings: Settings, **extra: str) -> dict[str, str]:
-    """A child's environment: ours minus any HERALD_*, plus settings spelled as HERALD_*."""
-    # Children are configured the way operators configure them: through HERALD_* variables.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}  # noqa: TID251
-    for name, value in settings.model_dump(mode="json").items():
-        env[f"HERALD_{name.upper()}"] = str(value)
-    env.update(extra)
-    return env
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any
 from bench import baselines, e2e, ingest, report, sender, status
 from bench.config import BenchConfig, load
 from bench.context import Bench
-from bench.processes import BIN, environment
+from bench.processes import BIN
 from bench.storage import Database, Namespace
 from bench.system import System, log_events
 from herald.core.settings import Settings
@@ -188,7 +188,7 @@ def main() -> None:
     db.create()
     stem = None
     try:
-        db.migrate(environment(settings), str(BIN / "herald-migrate"))
+        db.migrate(settings.child_environment(), str(BIN / "herald-migrate"))
         bench.raw["servers"] = db.server_facts() | ns.server_facts()
         clock = time.monotonic()
         try:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.processes import Child, environment, free_port, launch, python_module, wait_healthy
+from bench.processes import Child, free_port, launch, python_module, wait_healthy
 from herald.core.settings import Settings
 
 _WORKER_CLASS = re.compile(r"Using worker: (\w+)")
@@ -72,7 +72,7 @@ class System:
     def _http(self, name: str, argv: list[str], settings: Settings | None = None) -> Child:
         port = free_port()
         bind = f"127.0.0.1:{port}"
-        env = environment(settings or self.settings)
+        env = (settings or self.settings).child_environment()
         child = launch(name, [*argv, "--bind", bind], env, self.log_dir)
         child.url = f"http://{bind}"
         self.children[name] = child
@@ -101,7 +101,7 @@ class System:
         settings = self.settings.model_copy(
             update={"provider_url": provider_url, "sender_metrics_port": free_port()}
         )
-        child = launch("sender", ["herald-sender"], environment(settings), self.log_dir)
+        child = launch("sender", ["herald-sender"], settings.child_environment(), self.log_dir)
         child.url = f"http://127.0.0.1:{settings.sender_metrics_port}"
         self.children["sender"] = child
         return child

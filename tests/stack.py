@@ -49,15 +49,6 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval:
         time.sleep(interval)
 
 
-def environment(settings: Settings, **extra: str) -> dict[str, str]:
-    """The child environment: this process's, minus any HERALD_*, plus settings as HERALD_*."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
-    for name, value in settings.model_dump(mode="json").items():
-        env[f"HERALD_{name.upper()}"] = str(value)
-    env.update(extra)
-    return env
-
-
 @dataclass
 class Process:
     """One running deployable, its log kept in a file."""
@@ -153,7 +144,7 @@ class Stack:
         sender = start(
             "sender",
             ["herald-sender", "--processes", str(processes), "--threads", str(threads)],
-            environment(self.settings),
+            self.settings.child_environment(),
             self.log_dir,
             f"http://127.0.0.1:{metrics}/healthz",
         )
@@ -182,7 +173,9 @@ class Stack:
 
 def _http(stack: Stack, name: str, script: str, port: int) -> Process:
     bind = f"127.0.0.1:{port}"
-    process = launch(name, [script, "--bind", bind], environment(stack.settings), stack.log_dir)
+    process = launch(
+        name, [script, "--bind", bind], stack.settings.child_environment(), stack.log_dir
+    )
     process.url = f"http://{bind}"
     stack.processes[name] = process
     return process

@@ -58,6 +58,15 @@ class Settings(BaseSettings):
         scheme, rest = url.split("://", 1)
         return f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else url
 
+    def child_environment(self, **extra: str) -> dict[str, str]:
+        """The environment of a child process run with these settings: this process's, minus
+        any HERALD_*, plus every setting spelled as HERALD_* (as an operator would set them)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+        for name, value in self.model_dump(mode="json").items():
+            env[f"HERALD_{name.upper()}"] = str(value)
+        env.update(extra)
+        return env
+
     def export_metrics_dir(self, path: str) -> None:
         """prometheus-client finds its multiprocess directory in the environment: give it one."""
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
