@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from herald.core.broker import enqueue_send, make_broker
+from herald.core.broker import SEND_QUEUE, enqueue_send, make_broker
 from herald.core.settings import Settings
+from herald.sender.backlog import queue_depth
 from tests.stack import HTTP, Stack, running_stack, wait_for
 
 
@@ -203,7 +204,15 @@ def test_sigterm_to_the_sender_group_finishes_in_flight_sends_and_loses_nothing(
     assert time.monotonic() - started <= idle_stack.settings.provider_timeout + 5
     assert "Killing worker" not in sender.output()
     # Nothing was left claimed: every message is sent or still waiting for a sender.
-    assert {idle_stack.status_of(i) for i in ids} <= {"sent", "queued"}
+    statuses = [idle_stack.status_of(i) for i in ids]
+    assert set(statuses) <= {"sent", "queued"}
+    # Every finished message was acknowledged before the exit (acks are sent in batches): Redis
+    # holds exactly the messages still queued, none held by the stopped worker.
+    client = make_broker(idle_stack.settings).client
+    namespace = idle_stack.settings.redis_namespace
+    depth = queue_depth(client, namespace, SEND_QUEUE)
+    assert depth["in_progress"] == depth["orphaned"] == 0
+    assert client.hlen(f"{namespace}:{SEND_QUEUE}.msgs") == statuses.count("queued")
     configure_provider(idle_stack, latency_ms=0)
     idle_stack.start_sender()
     for message_id in ids:

@@ -1,9 +1,10 @@
+import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from herald.core.batching import Batcher, BatchTimeout
+from herald.core.batching import AsyncBatcher, Batcher, BatchTimeout
 
 
 def test_each_caller_gets_its_own_result() -> None:
@@ -69,3 +70,67 @@ def test_a_caller_stops_waiting_on_a_hung_batch() -> None:
     with pytest.raises(BatchTimeout):
         batcher.submit(1)
     release.set()
+
+
+def test_async_callers_each_get_their_own_result() -> None:
+    batcher: AsyncBatcher[int, int] = AsyncBatcher(lambda items: [i * 2 for i in items], 50, "x2")
+
+    async def main() -> list[int]:
+        return await asyncio.gather(*(batcher.submit(i) for i in range(200)))
+
+    assert asyncio.run(main()) == [i * 2 for i in range(200)]
+
+
+def test_async_submissions_arriving_together_share_batches_up_to_the_limit() -> None:
+    sizes: list[int] = []
+
+    def handle(items: list[int]) -> list[int]:
+        sizes.append(len(items))
+        return items
+
+    batcher: AsyncBatcher[int, int] = AsyncBatcher(handle, 40, "sizes")
+
+    async def main() -> None:
+        await asyncio.gather(*(batcher.submit(i) for i in range(100)))
+
+    asyncio.run(main())
+    assert sizes == [40, 40, 20]
+
+
+def test_an_async_batch_failure_is_every_callers_failure_and_the_next_batch_runs() -> None:
+    def handle(items: list[int]) -> list[int]:
+        if 13 in items:
+            raise RuntimeError("database down")
+        return items
+
+    batcher: AsyncBatcher[int, int] = AsyncBatcher(handle, 10, "down")
+
+    async def main() -> tuple[list[int | BaseException], int]:
+        failed = await asyncio.gather(
+            *(batcher.submit(i) for i in (12, 13)), return_exceptions=True
+        )
+        return failed, await batcher.submit(14)
+
+    failed, after = asyncio.run(main())
+    assert all(isinstance(outcome, RuntimeError) for outcome in failed)
+    assert after == 14
+
+
+def test_a_cancelled_async_caller_does_not_stop_the_others() -> None:
+    release = threading.Event()
+
+    def handle(items: list[int]) -> list[int]:
+        release.wait(5)
+        return items
+
+    batcher: AsyncBatcher[int, int] = AsyncBatcher(handle, 10, "cancel")
+
+    async def main() -> int:
+        gone = asyncio.create_task(batcher.submit(1))
+        kept = asyncio.create_task(batcher.submit(2))
+        await asyncio.sleep(0.05)
+        gone.cancel()
+        release.set()
+        return await kept
+
+    assert asyncio.run(main()) == 2

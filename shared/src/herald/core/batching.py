@@ -8,6 +8,7 @@ shared by a whole batch. Every caller gets its own result, or the batch's except
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -79,3 +80,51 @@ class Batcher(Generic[Item, Result]):
                 continue
             for (_, future), result in zip(batch, results, strict=True):
                 future.set_result(result)
+
+
+class AsyncBatcher(Generic[Item, Result]):
+    """Batcher for coroutines on one event loop: the same group commit, no thread per caller.
+
+    Callers await submit(); one task takes everything that arrived while the previous batch
+    ran and hands it to handle(items) -> results in a thread (handle blocks on the database),
+    so the loop keeps serving while a batch commits.
+    """
+
+    def __init__(
+        self, handle: Callable[[list[Item]], Sequence[Result]], max_batch: int, name: str
+    ) -> None:
+        self._handle = handle
+        self._max_batch = max_batch
+        self._name = name
+        self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, item: Item) -> Result:
+        """Run item in the next batch and return its result (or raise the batch's error)."""
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._wake is None or self._task is None:
+            # Made on first use, so they belong to the loop that runs the batches.
+            self._wake = asyncio.Event()
+            self._task = asyncio.create_task(self._run(self._wake), name=self._name)
+        self._wake.set()
+        return await future
+
+    async def _run(self, wake: asyncio.Event) -> None:
+        while True:
+            await wake.wait()
+            wake.clear()
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                try:
+                    results = await asyncio.to_thread(self._handle, [item for item, _ in batch])
+                except Exception as error:  # the batch's failure is every caller's failure
+                    for _, future in batch:
+                        if not future.done():  # done: its caller was cancelled (a stopping worker)
+                            future.set_exception(error)
+                    continue
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)

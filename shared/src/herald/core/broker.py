@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 from uuid import uuid4
 
 import dramatiq
 import redis
-from dramatiq.broker import Consumer
-from dramatiq.brokers.redis import RedisBroker
+from dramatiq.broker import Consumer, MessageProxy
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import current_millis
+from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import CurrentMessage, Retries
 from redis.exceptions import NoScriptError
 
@@ -42,7 +44,50 @@ class PollingBroker(RedisBroker):
         self.poll_ms = poll_ms
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
-        return super().consume(queue_name, prefetch, min(timeout, self.poll_ms))
+        return _AckingConsumer(self, queue_name, prefetch, min(timeout, self.poll_ms))
+
+
+class _AckingConsumer(_RedisConsumer):
+    """Dramatiq's Redis consumer, acknowledging in batches.
+
+    Dramatiq acknowledges each message with its own Redis round trip, from the worker thread
+    that processed it. Here a worker thread only notes the ack; the consumer thread sends all
+    the noted acks in one pipeline before each fetch, and when it closes (after the worker
+    threads stopped). An ack lost with a killed process only means Dramatiq delivers that
+    message again after its heartbeat timeout, and the claim turns the copy away.
+    """
+
+    def __init__(self, broker: PollingBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+        super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
+        self._acks: list[str] = []
+        self._acks_lock = threading.Lock()
+
+    def ack(self, message: MessageProxy) -> None:
+        with self._acks_lock:
+            self._acks.append(message.options["redis_message_id"])
+        self.queued_message_ids.discard(message.message_id)
+
+    def flush_acks(self) -> None:
+        with self._acks_lock:
+            acks, self._acks = self._acks, []
+        if not acks:
+            return
+        try:
+            dispatch_pipelined(self.broker, "ack", self.queue_name, [[ack] for ack in acks])
+        except redis.ConnectionError as error:
+            with self._acks_lock:
+                self._acks[:0] = acks  # sent with the next flush, once Redis is back
+            raise ConnectionClosed(error) from None  # type: ignore[no-untyped-call]
+
+    def __next__(self) -> MessageProxy | None:
+        self.flush_acks()
+        return super().__next__()  # type: ignore[no-untyped-call,no-any-return]
+
+    def close(self) -> None:
+        try:
+            self.flush_acks()
+        finally:
+            super().close()
 
 
 def make_broker(settings: Settings) -> PollingBroker:
@@ -79,35 +124,46 @@ def enqueue_sends(broker: RedisBroker, message_ids: list[str]) -> None:
     """Put sends of message_ids on SEND_QUEUE in this order, in one Redis round trip.
 
     RedisBroker.enqueue costs a round trip per message; this runs the same dispatch script
-    with the same arguments, pipelined (Dramatiq's version is pinned in uv.lock; the
-    end-to-end tests consume what this enqueues with real workers).
+    with the same arguments, pipelined.
     """
-    if not message_ids:
-        return
-    dispatch = broker.scripts["dispatch"]
-    maintenance = broker._should_do_maintenance("enqueue")
-    unpack_size = broker._max_unpack_size()  # type: ignore[no-untyped-call]  # untyped
-    commands = []
+    arguments = []
     for message_id in message_ids:
         message = _send_message(message_id).copy(options={"redis_message_id": str(uuid4())})
         broker.emit_before("enqueue", message, None)
-        commands.append([
-            "enqueue", current_millis(), SEND_QUEUE, broker.broker_id, broker.heartbeat_timeout,
-            broker.dead_message_ttl, maintenance, unpack_size,
-            message.options["redis_message_id"], message.encode(),
-        ])  # fmt: skip
+        arguments.append([message.options["redis_message_id"], message.encode()])
+    dispatch_pipelined(broker, "enqueue", SEND_QUEUE, arguments)
+
+
+def dispatch_pipelined(
+    broker: RedisBroker, command: str, queue_name: str, arguments: list[list[Any]]
+) -> None:
+    """Run Dramatiq's dispatch script once per argument list, in one pipeline (one round trip).
+
+    The script and its leading arguments are Dramatiq's own (its version is pinned in uv.lock;
+    the end-to-end tests run real workers on what this writes).
+    """
+    if not arguments:
+        return
+    dispatch = broker.scripts["dispatch"]
+    unpack_size = broker._max_unpack_size()  # type: ignore[no-untyped-call]  # untyped
+    leading = [
+        command, current_millis(), queue_name, broker.broker_id, broker.heartbeat_timeout,
+        broker.dead_message_ttl, broker._should_do_maintenance(command), unpack_size,
+    ]  # fmt: skip
     try:
-        _run_dispatches(broker, dispatch.sha, commands)  # type: ignore[union-attr]  # stale stubs
+        _run_dispatches(broker, dispatch.sha, leading, arguments)  # type: ignore[union-attr]
     except NoScriptError:  # Redis restarted empty: load the script again, once
         dispatch.sha = broker.client.script_load(dispatch.script)  # type: ignore[union-attr]
-        _run_dispatches(broker, dispatch.sha, commands)  # type: ignore[union-attr]
+        _run_dispatches(broker, dispatch.sha, leading, arguments)  # type: ignore[union-attr]
 
 
-def _run_dispatches(broker: RedisBroker, sha: str, commands: list[list[object]]) -> None:
+def _run_dispatches(
+    broker: RedisBroker, sha: str, leading: list[Any], arguments: list[list[Any]]
+) -> None:
     # EVALSHA directly: a pipelined Script object would ask SCRIPT EXISTS on every execute.
     with broker.client.pipeline(transaction=False) as pipe:
-        for args in commands:
-            pipe.evalsha(sha, 1, broker.namespace, *args)
+        for args in arguments:
+            pipe.evalsha(sha, 1, broker.namespace, *leading, *args)
         pipe.execute()
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from email.utils import parsedate_to_datetime
 
-import httpx
+import aiohttp
 
 from herald.core.metrics import SenderMetrics
 from herald.core.settings import Settings
@@ -45,27 +44,25 @@ def retry_after_ms(value: str | None, cap_ms: int, now: float | None = None) -> 
     return min(cap_ms, max(0, round(delay * 1000)))
 
 
-def _describe(response: httpx.Response) -> str:
-    return f"HTTP {response.status_code}: {response.text[:MAX_ERROR_CHARS]}".rstrip(": ")
+def classify(code: int, text: str, retry_after: str | None, cap_ms: int) -> None:
+    """Return on 2xx; raise TransientError (408, 429, 5xx, other) or PermanentError (other 4xx).
 
-
-def classify(response: httpx.Response, cap_ms: int) -> None:
-    """Return on 2xx; raise TransientError (408, 429, 5xx, other) or PermanentError (other 4xx)."""
-    code = response.status_code
+    text is the answer's body, retry_after its Retry-After header (None when absent).
+    """
     if 200 <= code < 300:
         return
+    reason = f"HTTP {code}: {text[:MAX_ERROR_CHARS]}".rstrip(": ")
     if 400 <= code < 500 and code not in TRANSIENT_CODES:
-        raise PermanentError(_describe(response))
-    delay = retry_after_ms(response.headers.get("Retry-After"), cap_ms)
-    raise TransientError(_describe(response), delay)
+        raise PermanentError(reason)
+    raise TransientError(reason, retry_after_ms(retry_after, cap_ms))
 
 
 class Provider:
-    """HTTP clients for the provider: one kept-alive connection per worker thread.
+    """The provider's client for one worker process: many calls in flight on its event loop.
 
-    A worker thread makes one call at a time, so a connection of its own is all it needs. One
-    pool shared by many threads would cost more: httpcore scans every pooled connection (and
-    polls its socket) on each request, which at 64 threads took most of a sender's CPU.
+    aiohttp, not httpx: measured here against the stand-in at 32 calls in flight, httpx's
+    AsyncClient spent ~3.5 ms of CPU per call (its pool scans every connection on each
+    request) and aiohttp ~0.2 ms. The session is made on first use, inside the running loop.
     """
 
     def __init__(self, settings: Settings, metrics: SenderMetrics) -> None:
@@ -73,47 +70,45 @@ class Provider:
         self._url = settings.provider_url.rstrip("/") + "/message"
         self._timeout = settings.provider_timeout
         self._cap_ms = settings.max_backoff_ms
-        self._local = threading.local()
-        self._clients: list[httpx.Client] = []
-        self._lock = threading.Lock()
+        # Calls in flight are bounded by the worker threads that wait on them.
+        self._connections = settings.sender_threads
+        self._session: aiohttp.ClientSession | None = None
 
-    @property
-    def _client(self) -> httpx.Client:
-        client: httpx.Client | None = getattr(self._local, "client", None)
-        if client is None:
-            client = httpx.Client(
-                timeout=self._timeout,
-                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._connections),
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
             )
-            self._local.client = client
-            with self._lock:
-                self._clients.append(client)
-        return client
+        return self._session
 
-    def deliver(self, message: Claimed) -> None:
+    async def deliver(self, message: Claimed) -> None:
         """One attempt; the message id is the Idempotency-Key, so a repeat has no second effect."""
         started = time.perf_counter()
         try:
-            response = self._client.post(
+            async with self._client().post(
                 self._url,
                 json={"destination": message.destination, "body": message.body},
                 headers={"Idempotency-Key": message.id},
-            )
-        except httpx.TimeoutException:
+            ) as response:
+                code = response.status
+                # Read the body whatever the code, so the connection goes back to the pool.
+                text = await response.text(errors="replace")
+                retry_after = response.headers.get("Retry-After")
+        except TimeoutError:
             self._observe("timeout", started)
             raise TransientError(f"no answer within {self._timeout:g} s") from None
-        except httpx.TransportError as error:
+        except aiohttp.ClientError as error:
             self._observe("connection_error", started)
             raise TransientError(f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]) from None
-        self._observe(str(response.status_code), started)
-        classify(response, self._cap_ms)
+        self._observe(str(code), started)
+        classify(code, text, retry_after, self._cap_ms)
 
     def _observe(self, code: str, started: float) -> None:
         self._metrics.provider_latency.observe(time.perf_counter() - started)
         self._metrics.provider_responses.labels(code).inc()
 
-    def close(self) -> None:
-        with self._lock:
-            for client in self._clients:
-                client.close()
-            self._clients.clear()
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -10,6 +10,7 @@ import signal
 from types import FrameType
 
 import dramatiq
+from dramatiq.middleware.asyncio import AsyncIO
 
 from herald.core.broker import SEND_ACTOR, SEND_QUEUE, make_broker
 from herald.core.db import make_engine
@@ -34,8 +35,11 @@ def declare_actors(broker: dramatiq.Broker, delivery: Delivery) -> dramatiq.Acto
 def build(settings: Settings) -> tuple[dramatiq.Broker, Delivery]:
     """A broker with the send actor declared on it, wired to fresh pools."""
     broker = make_broker(settings)
+    # The event loop thread each worker process runs its deliveries on (see delivery.py).
+    broker.add_middleware(AsyncIO())
     metrics = sender_metrics()
-    # Every write goes through a Batcher thread (four kinds): a small pool serves any thread count.
+    # Every write goes through a batcher (four kinds), one batch each at a time: a small pool
+    # serves any number of threads.
     engine = make_engine(settings, pool_size=4)
     delivery = Delivery(settings, engine, Provider(settings, metrics), metrics)
     declare_actors(broker, delivery)
