@@ -2,9 +2,10 @@
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, event, insert, select, text
 
 from herald.core import transitions
 from herald.core.ids import new_id
@@ -168,3 +169,48 @@ def test_many_claims_and_sends_move_only_eligible_rows(engine: Engine) -> None:
     assert set(won) == {queued, retrying}
     with engine.begin() as conn:
         assert transitions.mark_sent_many(conn, [queued, canceled]) == {queued}
+
+
+def _insert_many(engine: Engine, status: Status, count: int) -> list[str]:
+    ids = [new_id() for _ in range(count)]
+    with engine.begin() as conn:
+        conn.execute(
+            insert(messages),
+            [{"id": i, "destination": "d", "body": "b", "status": status} for i in ids],
+        )
+    return ids
+
+
+def test_transitions_by_id_use_the_primary_key_even_when_statistics_predate_a_burst(
+    engine: Engine,
+) -> None:
+    # The planner last looked when nothing was queued; then a burst arrived (autovacuum has
+    # not analyzed it yet, or is off): it believes queued rows rare.
+    _insert_many(engine, Status.SENT, 3000)
+    with engine.connect() as conn:
+        conn.execute(text("ANALYZE messages"))
+        conn.commit()
+    burst = _insert_many(engine, Status.QUEUED, 3000)
+    statements: list[tuple[str, Any]] = []
+    with engine.connect() as conn:
+
+        def capture(*args: Any) -> None:
+            statement, parameters = args[2], args[3]
+            if statement.lstrip().startswith("UPDATE"):
+                statements.append((statement, parameters))
+
+        event.listen(conn, "before_cursor_execute", capture)
+        with conn.begin():
+            assert len(transitions.claim_many(conn, burst[:16])) == 16
+            assert len(transitions.mark_sent_many(conn, burst[:8])) == 8
+            errors = [(message_id, "e") for message_id in burst[8:16]]
+            assert len(transitions.record_errors(conn, Status.RETRYING, errors)) == 8
+            assert transitions.cancel(conn, burst[16])
+        event.remove(conn, "before_cursor_execute", capture)
+        assert len(statements) == 4
+        for statement, parameters in statements:
+            plan = conn.exec_driver_sql(f"EXPLAIN {statement}", parameters).scalars().all()
+            shown = "\n".join(plan)
+            assert "messages_pkey" in shown, shown
+            assert "messages_by_status_id" not in shown, shown
+            assert "messages_pending_by_updated" not in shown, shown

@@ -10,7 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ARRAY, ColumnElement, Connection, String, any_, bindparam, func, text, update
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Connection,
+    String,
+    any_,
+    bindparam,
+    func,
+    text,
+    update,
+)
 
 from herald.core.statuses import (
     CANCELABLE,
@@ -37,6 +47,18 @@ class Claimed:
     created_at: datetime
 
 
+def _status_in(sources: tuple[Status, ...], table: str = "messages") -> str:
+    """status IN sources, for statements that name their rows by id.
+
+    Written as an expression no index covers, so that PostgreSQL always finds those rows by
+    primary key. Its statistics lag behind a burst (ANALYZE runs later, or never if autovacuum
+    is off): believing queued rows rare, it would read every queued row through the status
+    indexes for each batch. Measured against a 20k backlog: 15-30 ms per 16-id claim, instead
+    of 0.8 ms by primary key.
+    """
+    return f"({table}.status || '') IN ({sql_list(sources)})"
+
+
 def _move(
     conn: Connection,
     message_id: str,
@@ -46,7 +68,7 @@ def _move(
 ) -> bool:
     result = conn.execute(
         update(messages)
-        .where(_m.id == message_id, _m.status.in_(sources))
+        .where(_m.id == message_id, text(_status_in(sources)))
         .values(status=target, updated_at=func.now(), **values)
     )
     return result.rowcount == 1
@@ -61,7 +83,7 @@ def claim_many(conn: Connection, message_ids: list[str]) -> dict[str, Claimed]:
     """claim() for many ids in one statement: those this call moved to sending."""
     rows = conn.execute(
         update(messages)
-        .where(_any_id(message_ids), _m.status.in_(CLAIMABLE))
+        .where(_any_id(message_ids), text(_status_in(CLAIMABLE)))
         .values(status=Status.SENDING, attempts=_m.attempts + 1, updated_at=func.now())
         .returning(_m.id, _m.destination, _m.body, _m.attempts, _m.created_at)
     )
@@ -78,7 +100,7 @@ def mark_sent_many(conn: Connection, message_ids: list[str]) -> set[str]:
     """mark_sent() for many ids in one statement: those this call moved to sent."""
     rows = conn.execute(
         update(messages)
-        .where(_any_id(message_ids), _m.status.in_(IN_FLIGHT))
+        .where(_any_id(message_ids), text(_status_in(IN_FLIGHT)))
         .values(status=Status.SENT, updated_at=func.now(), sent_at=func.now(), last_error=None)
         .returning(_m.id)
     )
@@ -99,7 +121,7 @@ def record_errors(conn: Connection, target: Status, errors: list[tuple[str, str]
             f"""
             UPDATE messages m SET status = :target, last_error = e.error, updated_at = now()
             FROM unnest(CAST(:ids AS text[]), CAST(:errors AS text[])) AS e(id, error)
-            WHERE m.id = e.id AND m.status IN ({sql_list(IN_FLIGHT)})
+            WHERE m.id = e.id AND {_status_in(IN_FLIGHT, "m")}
             RETURNING m.id
             """
         ),
