@@ -15,6 +15,7 @@ from herald.core.ids import new_id
 from herald.core.settings import Settings
 from herald.core.tables import messages
 from herald.status.app import create_app
+from herald.status.queries import Reader
 
 READER = "herald_readonly"
 
@@ -37,7 +38,9 @@ def reader(database_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-def test_the_status_service_answers_on_the_read_only_role(engine: Engine, reader: Engine) -> None:
+def test_the_status_service_answers_on_the_read_only_role(
+    engine: Engine, reader: Engine, database_url: str
+) -> None:
     message_id = new_id()
     with engine.begin() as conn:
         conn.execute(
@@ -45,7 +48,11 @@ def test_the_status_service_answers_on_the_read_only_role(engine: Engine, reader
         )
     with reader.connect() as conn:
         assert conn.execute(text("SELECT current_user")).scalar_one() == READER
-    client = falcon.testing.TestClient(create_app(reader))
+    # The reads by id connect on their own: the same role, set by the URL's options.
+    as_reader = f"{database_url}?options=-c%20role%3D{READER}"
+    by_id = Reader(Settings(database_url=as_reader))
+    assert by_id.one("SELECT current_user", ()) == (READER,)
+    client = falcon.testing.TestClient(create_app(reader, by_id))
     assert client.get("/readyz").status_code == 200
     assert client.get(f"/message/{message_id}/status").json == {"status": "queued"}
     assert client.get(f"/message/{message_id}").status_code == 200

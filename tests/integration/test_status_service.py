@@ -12,11 +12,12 @@ from herald.core.settings import Settings
 from herald.core.statuses import Status
 from herald.core.tables import messages
 from herald.status.app import create_app
+from herald.status.queries import Reader
 
 
 @pytest.fixture
-def client(engine: Engine) -> falcon.testing.TestClient:
-    return falcon.testing.TestClient(create_app(engine))
+def client(engine: Engine, settings: Settings) -> falcon.testing.TestClient:
+    return falcon.testing.TestClient(create_app(engine, Reader(settings)))
 
 
 def _rows(engine: Engine, statuses: list[Status], start: datetime) -> list[str]:
@@ -113,16 +114,21 @@ def test_readyz_checks_postgresql(client: falcon.testing.TestClient) -> None:
     assert client.simulate_get("/readyz").json == {"status": "ready"}
 
 
-def test_a_read_on_a_connection_killed_under_it_is_answered_not_503(settings: Settings) -> None:
-    # As after a PostgreSQL restart: the pooled connection is dead, and no ping precedes use.
+@pytest.mark.parametrize("path", ["/message/{}/status", "/message/{}"])
+def test_a_read_on_a_connection_killed_under_it_is_answered_not_503(
+    settings: Settings, path: str
+) -> None:
+    # As after a PostgreSQL restart: the reader's connection is dead, and no ping precedes use.
     engine = make_engine(settings, pool_size=1, pre_ping=False)
-    client = falcon.testing.TestClient(create_app(engine))
+    reader = Reader(settings)
+    client = falcon.testing.TestClient(create_app(engine, reader))
     [message_id] = _rows(engine, [Status.QUEUED], START)
-    assert client.simulate_get(f"/message/{message_id}/status").status_code == 200
-    with engine.connect() as conn:
-        backend = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    assert client.simulate_get(path.format(message_id)).status_code == 200
+    row = reader.one("SELECT pg_backend_pid()", ())
+    assert row is not None
     with make_engine(settings, pool_size=1).connect() as admin:
-        admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
-    result = client.simulate_get(f"/message/{message_id}/status")
-    assert (result.status_code, result.json) == (200, {"status": "queued"})
+        admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": row[0]})
+    result = client.simulate_get(path.format(message_id))
+    assert result.status_code == 200
+    assert result.json["status"] == "queued"
     engine.dispose()

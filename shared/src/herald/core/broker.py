@@ -12,6 +12,7 @@ from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import current_millis
 from dramatiq.errors import ConnectionClosed
+from dramatiq.message import Message
 from dramatiq.middleware import CurrentMessage, Retries
 from redis.exceptions import NoScriptError
 
@@ -84,8 +85,15 @@ class _AckingConsumer(_RedisConsumer):
         return super().__next__()  # type: ignore[no-untyped-call,no-any-return]
 
     def close(self) -> None:
+        """Send the last acks, and hand back what was fetched but never given to a worker.
+
+        Dramatiq requeues its work queue on shutdown but not the consumer's prefetch cache:
+        those messages would wait in this worker's ack set for its heartbeat to expire.
+        """
         try:
             self.flush_acks()
+            cached, self.message_cache = self.message_cache, []
+            self.requeue([MessageProxy(Message.decode(data)) for data in cached if data])  # type: ignore[no-untyped-call]
         finally:
             super().close()
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any, LiteralString
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -49,30 +50,38 @@ def make_engine(
 
 
 class DirectConnection:
-    """One psycopg connection for one thread (a Batcher's): no pool, no ping before each use.
+    """One psycopg connection for one thread: no pool, no ping before each use.
 
     Each execute() is one statement in autocommit mode, so it commits in the same round trip.
-    A hot batch writer thus pays neither SQLAlchemy's per-statement work, nor a pool's
-    pre-ping, nor a separate COMMIT. A connection that fails is dropped and the next call
-    connects afresh, so a restarted PostgreSQL costs one failed batch.
+    A hot path (the ingest batch writer, status reads) thus pays neither SQLAlchemy's
+    per-statement work, nor a pool's pre-ping, nor a separate COMMIT. A connection that fails
+    is dropped and the next call connects afresh, so a restarted PostgreSQL costs one failure.
     """
 
     def __init__(self, settings: Settings) -> None:
-        self._url = str(settings.database_url)
-        self._connect_timeout = max(1, round(settings.db_connect_timeout))
+        url = str(settings.database_url)
+        # Options in the URL (e.g. -c role=...) are kept; the statement timeout is added.
+        options = f"{conninfo_to_dict(url).get('options') or ''} -c statement_timeout="
+        self._conninfo = make_conninfo(
+            url,
+            options=f"{options}{STATEMENT_TIMEOUT_MS}".strip(),
+            connect_timeout=max(1, round(settings.db_connect_timeout)),
+        )
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
 
-    def execute(self, statement: LiteralString, params: Sequence[Any]) -> None:
-        """Run one statement as its own transaction (prepared after a few uses)."""
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is open (it may still turn out dead on its next use)."""
+        return self._conn is not None and not self._conn.closed
+
+    def execute(
+        self, statement: LiteralString, params: Sequence[Any]
+    ) -> psycopg.Cursor[tuple[Any, ...]]:
+        """Run one statement as its own transaction (prepared after a few uses); its cursor."""
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(
-                self._url,
-                autocommit=True,
-                connect_timeout=self._connect_timeout,
-                options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
-            )
+            self._conn = psycopg.connect(self._conninfo, autocommit=True)
         try:
-            self._conn.execute(statement, params, prepare=True)
+            return self._conn.execute(statement, params, prepare=True)
         except psycopg.OperationalError:
             self.close()
             raise

@@ -70,14 +70,13 @@ class Provider:
         self._url = settings.provider_url.rstrip("/") + "/message"
         self._timeout = settings.provider_timeout
         self._cap_ms = settings.max_backoff_ms
-        # Calls in flight are bounded by the worker threads that wait on them.
-        self._connections = settings.sender_threads
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._connections),
+                # No limit of its own: the worker threads waiting on the calls bound them.
+                connector=aiohttp.TCPConnector(limit=0),
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
             )
         return self._session

@@ -7,19 +7,20 @@ from sqlalchemy import Engine
 from herald.core.db import make_engine, ping_database
 from herald.core.settings import Settings
 from herald.core.web import App, create_base_app
+from herald.status.queries import Reader
 from herald.status.resources import MessageDetail, MessageList, MessageStatus
 
 
-def create_app(engine: Engine) -> App:
-    """The status app on the given PostgreSQL engine."""
+def create_app(engine: Engine, reader: Reader) -> App:
+    """The status app: reads by id through reader, the rest through the engine's pool."""
     app = create_base_app("status", {"postgresql": lambda: ping_database(engine)})
     app.add_route("/message/list", MessageList(engine))
-    app.add_route("/message/{message_id}/status", MessageStatus(engine))
-    app.add_route("/message/{message_id}", MessageDetail(engine))
+    app.add_route("/message/{message_id}/status", MessageStatus(reader))
+    app.add_route("/message/{message_id}", MessageDetail(reader))
     return app
 
 
 def app_factory(settings: Settings) -> App:
-    """Build the app and its pool; gunicorn calls this in each worker after the fork."""
-    # Reads retry once on a dead connection (queries.read), so no ping before each one.
-    return create_app(make_engine(settings, pre_ping=False))
+    """Build the app and its connections; gunicorn calls this in each worker after the fork."""
+    # Reads retry once on a dead connection (queries), so no ping before each one.
+    return create_app(make_engine(settings, pre_ping=False), Reader(settings))

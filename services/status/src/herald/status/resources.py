@@ -6,8 +6,8 @@ import falcon
 from sqlalchemy import Engine
 
 from herald.core.ids import is_valid_id
-from herald.status import queries
 from herald.status.listing import ListQuery, list_messages
+from herald.status.queries import Reader
 
 
 def _not_found(message_id: str) -> falcon.HTTPNotFound:
@@ -17,12 +17,12 @@ def _not_found(message_id: str) -> falcon.HTTPNotFound:
 class MessageStatus:
     """GET /message/{id}/status: exactly {"status": ...}."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(self, reader: Reader) -> None:
+        self._reader = reader
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, message_id: str) -> None:
         # An id that cannot exist costs no query.
-        status = queries.status_of(self._engine, message_id) if is_valid_id(message_id) else None
+        status = self._reader.status_of(message_id) if is_valid_id(message_id) else None
         if status is None:
             raise _not_found(message_id)
         resp.media = {"status": status.value}
@@ -31,11 +31,11 @@ class MessageStatus:
 class MessageDetail:
     """GET /message/{id}: the full record."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(self, reader: Reader) -> None:
+        self._reader = reader
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, message_id: str) -> None:
-        record = queries.record_of(self._engine, message_id) if is_valid_id(message_id) else None
+        record = self._reader.record_of(message_id) if is_valid_id(message_id) else None
         if record is None:
             raise _not_found(message_id)
         resp.media = record.model_dump(mode="json")
