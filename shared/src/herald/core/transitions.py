@@ -10,17 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import (
-    ARRAY,
-    ColumnElement,
-    Connection,
-    String,
-    any_,
-    bindparam,
-    func,
-    text,
-    update,
-)
+from sqlalchemy import Connection, func, text, update
 
 from herald.core.statuses import (
     CANCELABLE,
@@ -74,19 +64,31 @@ def _move(
     return result.rowcount == 1
 
 
-def _any_id(message_ids: list[str]) -> ColumnElement[bool]:
-    # id = ANY(array): one statement text whatever the count, so it is prepared once.
-    return _m.id == any_(bindparam("ids", message_ids, type_=ARRAY(String)))
+# The sender's hot statements, written as text: SQLAlchemy Core's per-execution work (bind
+# processing, result metadata) cost ~1 ms of CPU per 16-id claim here, the same SQL as text
+# ~0.56 ms; at low rates, where a batch holds one message, that is most of a send's database
+# work. id = ANY(array) keeps one statement text whatever the count, so it is prepared once.
+_CLAIM = text(
+    f"""
+    UPDATE messages SET status = '{Status.SENDING.value}', attempts = attempts + 1,
+        updated_at = now()
+    WHERE id = ANY(CAST(:ids AS text[])) AND {_status_in(CLAIMABLE)}
+    RETURNING id, destination, body, attempts, created_at
+    """
+)
+_MARK_SENT = text(
+    f"""
+    UPDATE messages SET status = '{Status.SENT.value}', updated_at = now(), sent_at = now(),
+        last_error = NULL
+    WHERE id = ANY(CAST(:ids AS text[])) AND {_status_in(IN_FLIGHT)}
+    RETURNING id
+    """
+)
 
 
 def claim_many(conn: Connection, message_ids: list[str]) -> dict[str, Claimed]:
     """claim() for many ids in one statement: those this call moved to sending."""
-    rows = conn.execute(
-        update(messages)
-        .where(_any_id(message_ids), text(_status_in(CLAIMABLE)))
-        .values(status=Status.SENDING, attempts=_m.attempts + 1, updated_at=func.now())
-        .returning(_m.id, _m.destination, _m.body, _m.attempts, _m.created_at)
-    )
+    rows = conn.execute(_CLAIM, {"ids": message_ids})
     return {row.id: Claimed(row.id, row.destination, row.body, row.attempts, row.created_at)
             for row in rows}  # fmt: skip
 
@@ -98,13 +100,7 @@ def claim(conn: Connection, message_id: str) -> Claimed | None:
 
 def mark_sent_many(conn: Connection, message_ids: list[str]) -> set[str]:
     """mark_sent() for many ids in one statement: those this call moved to sent."""
-    rows = conn.execute(
-        update(messages)
-        .where(_any_id(message_ids), text(_status_in(IN_FLIGHT)))
-        .values(status=Status.SENT, updated_at=func.now(), sent_at=func.now(), last_error=None)
-        .returning(_m.id)
-    )
-    return set(rows.scalars())
+    return set(conn.execute(_MARK_SENT, {"ids": message_ids}).scalars())
 
 
 def mark_sent(conn: Connection, message_id: str) -> bool:
