@@ -1,5 +1,6 @@
 import asyncio
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -36,13 +37,19 @@ def test_items_arriving_during_a_batch_share_the_next_one() -> None:
     assert sizes == [1, 10]
 
 
-def test_a_submission_larger_than_the_batch_limit_is_never_split() -> None:
+def _echo_noting_sizes() -> tuple[list[int], Callable[[list[int]], list[int]]]:
+    """A handler answering each item with itself, and the list of batch sizes it saw."""
     sizes: list[int] = []
 
     def handle(items: list[int]) -> list[int]:
         sizes.append(len(items))
         return items
 
+    return sizes, handle
+
+
+def test_a_submission_larger_than_the_batch_limit_is_never_split() -> None:
+    sizes, handle = _echo_noting_sizes()
     batcher: Batcher[int, int] = Batcher(handle, 10, "n")
     assert batcher.submit_all(list(range(25))) == list(range(25))
     assert sizes == [25]
@@ -82,12 +89,7 @@ def test_async_callers_each_get_their_own_result() -> None:
 
 
 def test_async_submissions_arriving_together_share_batches_up_to_the_limit() -> None:
-    sizes: list[int] = []
-
-    def handle(items: list[int]) -> list[int]:
-        sizes.append(len(items))
-        return items
-
+    sizes, handle = _echo_noting_sizes()
     batcher: AsyncBatcher[int, int] = AsyncBatcher(handle, 40, "sizes")
 
     async def main() -> None:

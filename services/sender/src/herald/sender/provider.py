@@ -106,8 +106,3 @@ class Provider:
     def _observe(self, code: str, started: float) -> None:
         self._metrics.provider_latency.observe(time.perf_counter() - started)
         self._metrics.provider_responses.labels(code).inc()
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
