@@ -52,6 +52,12 @@ def test_the_status_service_answers_on_the_read_only_role(
     as_reader = f"{database_url}?options=-c%20role%3D{READER}"
     by_id = Reader(Settings(database_url=as_reader))
     assert by_id.one("SELECT current_user", ()) == (READER,)
+    # The pooled engine keeps the URL's options too, beside its statement timeout.
+    pooled = make_engine(Settings(database_url=as_reader), pool_size=1)
+    with pooled.connect() as conn:
+        who = conn.execute(text("SELECT current_user, current_setting('statement_timeout')"))
+        assert tuple(who.one()) == (READER, "4s")
+    pooled.dispose()
     client = falcon.testing.TestClient(create_app(reader, by_id))
     assert client.get("/readyz").status_code == 200
     assert client.get(f"/message/{message_id}/status").json == {"status": "queued"}

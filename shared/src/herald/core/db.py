@@ -23,6 +23,21 @@ STATEMENT_TIMEOUT_MS = 4_000
 WRITE_WAIT_SECONDS = 4.5
 
 
+def _connect_options(settings: Settings, statement_timeout_ms: int | None) -> dict[str, Any]:
+    """psycopg connection options: fail fast when PostgreSQL is down, bound each statement.
+
+    Options already in the database URL (e.g. `-c role=...`) are kept: passed on their own,
+    the statement timeout would replace them.
+    """
+    connect: dict[str, Any] = {"connect_timeout": max(1, round(settings.db_connect_timeout))}
+    if statement_timeout_ms is not None:
+        # A hung server must not hold a request past the 5 s the contract allows.
+        ours = f"-c statement_timeout={statement_timeout_ms}"
+        theirs = conninfo_to_dict(str(settings.database_url)).get("options") or ""
+        connect["options"] = f"{theirs} {ours}".strip()
+    return connect
+
+
 def make_engine(
     settings: Settings,
     pool_size: int | None = None,
@@ -30,10 +45,6 @@ def make_engine(
     pre_ping: bool = True,
 ) -> Engine:
     """A pooled engine that fails fast (seconds, not minutes) when PostgreSQL is down."""
-    options = {} if statement_timeout_ms is None else {
-        # A hung server must not hold a request past the 5 s the contract allows.
-        "options": f"-c statement_timeout={statement_timeout_ms}"
-    }  # fmt: skip
     return create_engine(
         settings.sqlalchemy_url,
         pool_size=pool_size or settings.db_pool_size,
@@ -42,10 +53,7 @@ def make_engine(
         # A restarted PostgreSQL leaves dead connections in the pool: test each before use,
         # unless the caller retries reads itself (a round trip saved per request).
         pool_pre_ping=pre_ping,
-        connect_args={
-            "connect_timeout": max(1, round(settings.db_connect_timeout)),
-            **options,
-        },
+        connect_args=_connect_options(settings, statement_timeout_ms),
     )
 
 
@@ -59,13 +67,8 @@ class DirectConnection:
     """
 
     def __init__(self, settings: Settings) -> None:
-        url = str(settings.database_url)
-        # Options in the URL (e.g. -c role=...) are kept; the statement timeout is added.
-        options = f"{conninfo_to_dict(url).get('options') or ''} -c statement_timeout="
         self._conninfo = make_conninfo(
-            url,
-            options=f"{options}{STATEMENT_TIMEOUT_MS}".strip(),
-            connect_timeout=max(1, round(settings.db_connect_timeout)),
+            str(settings.database_url), **_connect_options(settings, STATEMENT_TIMEOUT_MS)
         )
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
 
