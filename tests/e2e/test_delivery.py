@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,6 +37,17 @@ def post(stack: Stack, body: str = "hello", destination: str = "+15550100") -> s
     assert answer.status_code == 202, answer.text
     message_id: str = answer.json()["id"]
     return message_id
+
+
+def post_batch(stack: Stack, count: int, prefix: str = "b") -> list[str]:
+    items = [{"destination": "+15550100", "body": f"{prefix}{i}"} for i in range(count)]
+    answer = HTTP.post(f"{stack.api}/messages/batch", json={"messages": items})
+    assert answer.status_code == 202, answer.text
+    return [item["id"] for item in answer.json()["messages"]]
+
+
+def post_singly(stack: Stack, count: int, prefix: str = "s") -> list[str]:
+    return [post(stack, body=f"{prefix}{i}") for i in range(count)]
 
 
 def record(stack: Stack, message_id: str) -> dict[str, Any]:
@@ -86,9 +98,10 @@ def test_500_concurrent_posts_are_all_sent_exactly_once(settings: Settings) -> N
 
 
 def test_one_sender_thread_delivers_a_backlog_in_acceptance_order(idle_stack: Stack) -> None:
-    ids = [post(idle_stack, body=f"n{i}") for i in range(60)]
+    # Single posts, and batches larger than one queue message carries (SEND_BATCH_MAX).
+    ids = post_singly(idle_stack, 30) + post_batch(idle_stack, 100) + post_singly(idle_stack, 10)
     idle_stack.start_sender(processes=1, threads=1)
-    wait_for(lambda: len(delivered(idle_stack)) == 60, 30, "60 deliveries")
+    wait_for(lambda: len(delivered(idle_stack)) == 140, 30, "140 deliveries")
     assert [m["id"] for m in delivered(idle_stack)] == ids
 
 
@@ -135,6 +148,31 @@ def test_permanent_failure_fails_fast_with_last_error(stack: Stack) -> None:
     assert full["attempts"] == 1
     assert "400" in full["last_error"]
     assert provider_stats(stack)["unique"] == 0
+
+
+def test_a_batchs_failed_messages_go_on_alone_to_a_retry_or_the_dead_letter_set(
+    settings: Settings,
+) -> None:
+    # One thread: the batch's sends go one at a time, in order, so the first is the one failing.
+    with running_stack(settings, threads=1) as stack:
+        configure_provider(stack, fail_next=1, fail_status=400)
+        refused, accepted = post_batch(stack, 2, "p")
+        stack.wait_status(accepted, "sent")
+        configure_provider(stack, fail_next=1, fail_status=503)
+        retried, unharmed = post_batch(stack, 2, "t")
+        stack.wait_status(retried, "sent")
+        stack.wait_status(unharmed, "sent")
+        assert record(stack, refused)["status"] == "failed"
+        assert "400" in record(stack, refused)["last_error"]
+        assert [record(stack, i)["attempts"] for i in (refused, accepted, retried, unharmed)] == [
+            1, 1, 2, 1
+        ]  # fmt: skip
+        client = make_broker(stack.settings).client
+        dead = f"{stack.settings.redis_namespace}:{SEND_QUEUE}.XQ"
+        (dead_id,) = client.zrange(dead, 0, -1)
+        letter = json.loads(client.hget(f"{dead}.msgs", dead_id) or b"{}")
+        assert (letter["actor_name"], letter["args"]) == ("send_message", [refused])
+        assert provider_stats(stack) == {"received": 3, "unique": 3, "duplicates": 0}
 
 
 def test_exhausted_retries_end_failed_in_the_dead_letter_set(stack: Stack) -> None:
@@ -191,11 +229,14 @@ def test_manual_retry_sends_a_failed_message(stack: Stack) -> None:
     assert record(stack, message_id)["attempts"] == 2
 
 
+@pytest.mark.parametrize("post_all", [post_singly, post_batch])
 def test_sigterm_to_the_sender_group_finishes_in_flight_sends_and_loses_nothing(
-    idle_stack: Stack,
+    idle_stack: Stack, post_all: Callable[[Stack, int], list[str]]
 ) -> None:
     configure_provider(idle_stack, latency_ms=300)
-    ids = [post(idle_stack, body=f"g{i}") for i in range(30)]
+    # As one queue message each, or as one batch: a stopping worker hands back what it has not
+    # started of a batch.
+    ids = post_all(idle_stack, 30)
     sender = idle_stack.start_sender(processes=1, threads=4)
     wait_for(lambda: provider_stats(idle_stack)["unique"] >= 4, 20, "first deliveries")
     started = time.monotonic()
@@ -212,7 +253,7 @@ def test_sigterm_to_the_sender_group_finishes_in_flight_sends_and_loses_nothing(
     namespace = idle_stack.settings.redis_namespace
     depth = queue_depth(client, namespace, SEND_QUEUE)
     assert depth["in_progress"] == depth["orphaned"] == 0
-    assert client.hlen(f"{namespace}:{SEND_QUEUE}.msgs") == statuses.count("queued")
+    assert depth["waiting"] == statuses.count("queued") > 0
     configure_provider(idle_stack, latency_ms=0)
     idle_stack.start_sender()
     for message_id in ids:

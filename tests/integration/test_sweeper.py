@@ -148,6 +148,30 @@ def test_backlog_counts_queue_states_and_pending_statuses(
     }  # fmt: skip
 
 
+def test_queue_depth_counts_every_id_of_a_batch(broker: RedisBroker, settings: Settings) -> None:
+    from herald.core.broker import SEND_BATCH_MAX, dead_letter, enqueue_sends
+    from herald.sender.backlog import queue_depth
+
+    ids = [f"m{i}" for i in range(SEND_BATCH_MAX + 6)]
+    enqueue_sends(broker, ids)
+    dead_letter(broker, "gone")
+    assert broker.client.llen(f"{settings.redis_namespace}:{SEND_QUEUE}") == 2
+    assert queued_ids(broker) == ids
+    depth = queue_depth(broker.client, settings.redis_namespace, SEND_QUEUE)
+    assert (depth["waiting"], depth["dead"]) == (len(ids), 1)
+
+
+def test_ids_held_counts_a_set_and_a_long_list_by_pages(broker: RedisBroker) -> None:
+    from herald.core.broker import ids_held
+
+    held = f"{broker.namespace}:held"
+    broker.client.sadd(held, "x.5", "y", "z.12")
+    assert ids_held(broker.client, held, "set") == 18
+    backlog = f"{broker.namespace}:backlog"
+    broker.client.rpush(backlog, *[f"r{i}.2" for i in range(25_000)], "plain")
+    assert ids_held(broker.client, backlog) == 50_001
+
+
 def test_expired_idempotency_keys_are_forgotten(sweeper: Sweeper, engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE idempotency_keys"))
@@ -191,7 +215,7 @@ def test_a_backlog_whose_messages_wait_in_redis_is_not_enqueued_twice(
 ) -> None:
     from herald.core.broker import enqueue_sends
 
-    waiting = [_row(engine, Status.QUEUED, age_s=600) for _ in range(3)]
+    waiting = [_row(engine, Status.QUEUED, age_s=600) for _ in range(3)]  # one batch message
     enqueue_sends(broker, waiting)
     assert sweeper.sweep() == 0
     assert queued_ids(broker) == waiting

@@ -160,7 +160,7 @@ def backlog_metrics() -> BacklogMetrics:
     return BacklogMetrics(
         queue=Gauge(
             "herald_queue_messages",
-            "Dramatiq messages in Redis by queue and state.",
+            "Messages in Dramatiq's Redis queues by queue and state (each id of a batch counts).",
             ["queue", "state"],
             multiprocess_mode="livemax",
             registry=None,

@@ -11,7 +11,7 @@ import time
 import redis
 from sqlalchemy import Engine, func, select
 
-from herald.core.broker import SEND_QUEUE
+from herald.core.broker import SEND_QUEUE, ids_held
 from herald.core.metrics import BacklogMetrics
 from herald.core.statuses import PENDING, Status
 from herald.core.tables import messages
@@ -23,7 +23,9 @@ STALE_WORKER_MS = 10_000
 
 
 def queue_depth(client: redis.Redis[bytes], namespace: str, queue: str) -> dict[str, int]:
-    """Dramatiq's Redis structures for one queue, counted by state.
+    """Herald messages in Dramatiq's Redis structures for one queue, by state.
+
+    A Dramatiq message carries one id or a batch (send_messages); each id counts.
 
     waiting: in the queue list; in_progress: fetched by a live worker, not yet acknowledged;
     delayed: retries waiting out their backoff (in the delay queue or held by a live worker);
@@ -32,9 +34,9 @@ def queue_depth(client: redis.Redis[bytes], namespace: str, queue: str) -> dict[
     """
     prefix = f"{namespace}:"
     depth = {
-        "waiting": client.llen(prefix + queue),
-        "delayed": client.llen(f"{prefix}{queue}.DQ"),
-        "dead": client.zcard(f"{prefix}{queue}.XQ"),
+        "waiting": ids_held(client, prefix + queue),
+        "delayed": ids_held(client, f"{prefix}{queue}.DQ"),
+        "dead": ids_held(client, f"{prefix}{queue}.XQ", "zset"),
         "in_progress": 0,
         "orphaned": 0,
     }
@@ -47,7 +49,7 @@ def queue_depth(client: redis.Redis[bytes], namespace: str, queue: str) -> dict[
             if name.endswith(suffix):
                 worker = name[len(acks) : -len(suffix)].encode()
                 alive = now_ms - beats.get(worker, 0) < STALE_WORKER_MS
-                depth[state if alive else "orphaned"] += client.scard(key)
+                depth[state if alive else "orphaned"] += ids_held(client, name, "set")
                 break
     return depth
 

@@ -96,8 +96,9 @@ class Sweeper:
         without persistence, a lost enqueue), and then Redis holds fewer than the rows.
         Messages a worker has fetched do not count: a killed worker's, or those a worker
         dropped from its prefetch when its Redis connection broke, would never be sent. So
-        up to a prefetch's worth of the oldest rows may be enqueued twice (a claim turns the
-        second copy away); none is ever left behind.
+        the ids of up to a prefetch's worth of queue messages (a batch carries up to
+        SEND_BATCH_MAX) may be enqueued twice, at most BATCH per sweep; a claim turns the second
+        copy away, and none is ever left behind. Every count is in ids, not queue messages.
         """
         depth = queue_depth(self._broker.client, self._broker.namespace, SEND_QUEUE)
         counts = pending_counts(self._engine)

@@ -12,7 +12,7 @@ from types import FrameType
 import dramatiq
 from dramatiq.middleware.asyncio import AsyncIO
 
-from herald.core.broker import SEND_ACTOR, SEND_QUEUE, make_broker
+from herald.core.broker import SEND_ACTOR, SEND_BATCH_ACTOR, SEND_QUEUE, make_broker
 from herald.core.db import make_engine
 from herald.core.logs import configure_logging
 from herald.core.metrics import sender_metrics
@@ -21,15 +21,31 @@ from herald.sender.delivery import Delivery
 from herald.sender.provider import PermanentError, Provider
 
 
-def declare_actors(broker: dramatiq.Broker, delivery: Delivery) -> dramatiq.Actor[[str], None]:
-    """Register the send actor on broker; a permanent error dead-letters at once (no retries)."""
-    declare = dramatiq.actor(
-        broker=broker,
-        actor_name=SEND_ACTOR,
-        queue_name=SEND_QUEUE,
-        throws=(PermanentError,),
+class DeliveryControl(dramatiq.Middleware):
+    """Tells the delivery what the worker decides: sends in flight (its threads), and the stop."""
+
+    def __init__(self, delivery: Delivery) -> None:
+        self._delivery = delivery
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._delivery.start(worker.worker_threads)
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._delivery.stop()
+
+
+def declare_actors(broker: dramatiq.Broker, delivery: Delivery) -> None:
+    """Register the send actors on broker; a permanent error dead-letters at once (no retries).
+
+    A batch's own failure (PostgreSQL down before its claims) retries the whole batch: the
+    claims let each id be sent once.
+    """
+    single = dramatiq.actor(
+        broker=broker, actor_name=SEND_ACTOR, queue_name=SEND_QUEUE, throws=(PermanentError,)
     )
-    return declare(delivery.send)
+    single(delivery.send)
+    batch = dramatiq.actor(broker=broker, actor_name=SEND_BATCH_ACTOR, queue_name=SEND_QUEUE)
+    batch(delivery.send_batch)
 
 
 def build(settings: Settings) -> tuple[dramatiq.Broker, Delivery]:
@@ -41,7 +57,8 @@ def build(settings: Settings) -> tuple[dramatiq.Broker, Delivery]:
     # Every write goes through a batcher (four kinds), one batch each at a time: a small pool
     # serves any number of threads.
     engine = make_engine(settings, pool_size=4)
-    delivery = Delivery(settings, engine, Provider(settings, metrics), metrics)
+    delivery = Delivery(settings, engine, broker, Provider(settings, metrics), metrics)
+    broker.add_middleware(DeliveryControl(delivery))
     declare_actors(broker, delivery)
     return broker, delivery
 
