@@ -40,16 +40,22 @@ def make_redis(settings: Settings) -> redis.Redis[bytes]:
     )
 
 
-class PollingBroker(RedisBroker):
-    """Dramatiq's Redis broker, polling an idle queue every poll_ms.
+def wake_key(namespace: str) -> str:
+    """The list whose token wakes an idle send consumer (see PollingBroker)."""
+    return f"{namespace}:{SEND_QUEUE}.wake"
 
-    Dramatiq uses one worker_timeout (default 1 s) both for how long an idle consumer may sleep
-    between polls of Redis and for how often every worker thread wakes to check for shutdown.
-    Lowering it for fast delivery would wake every thread a hundred times a second; only the
-    consumer (one thread per queue) needs to be quick, so only its poll is capped. The delay
-    queue's consumer (retries waiting out a backoff of at least HERALD_MIN_BACKOFF_MS) polls
-    every DELAY_POLL_MS: each poll is a Lua call, and at 10 ms the two consumers of an idle
-    worker process cost ~14 % of a core here, half of it for the delay queue.
+
+class PollingBroker(RedisBroker):
+    """Dramatiq's Redis broker, woken by new sends instead of polling for them.
+
+    Dramatiq's Redis consumer only polls: an idle one sleeps up to worker_timeout (default 1 s)
+    between fetches, and the same setting decides how often every worker thread wakes, so a
+    short poll for fast delivery costs CPU all day. Here enqueue_sends also pushes a token on a
+    wake list, and an idle send consumer waits on that list (BLPOP) for up to poll_ms: a new
+    message is fetched within a round trip, and an idle worker costs a Lua call per poll_ms.
+    What arrives without a token (Dramatiq's own re-enqueue of a retry whose backoff is over)
+    waits for the next poll. The delay queue's consumer (retries waiting out a backoff of at
+    least HERALD_MIN_BACKOFF_MS) polls every DELAY_POLL_MS.
     """
 
     def __init__(self, *, poll_ms: int, **options: Any) -> None:
@@ -57,8 +63,9 @@ class PollingBroker(RedisBroker):
         self.poll_ms = poll_ms
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
-        poll_ms = max(self.poll_ms, DELAY_POLL_MS) if queue_name.endswith(".DQ") else self.poll_ms
-        return _AckingConsumer(self, queue_name, prefetch, min(timeout, poll_ms))
+        if queue_name.endswith(".DQ"):
+            return _AckingConsumer(self, queue_name, prefetch, min(timeout, DELAY_POLL_MS))
+        return _AckingConsumer(self, queue_name, prefetch, min(timeout, self.poll_ms), wake=True)
 
 
 class _AckingConsumer(_RedisConsumer):
@@ -71,8 +78,21 @@ class _AckingConsumer(_RedisConsumer):
     message again after its heartbeat timeout, and the claim turns the copy away.
     """
 
-    def __init__(self, broker: PollingBroker, queue_name: str, prefetch: int, timeout: int) -> None:
-        super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
+    def __init__(
+        self,
+        broker: PollingBroker,
+        queue_name: str,
+        prefetch: int,
+        timeout: int,
+        wake: bool = False,
+    ) -> None:
+        # Woken by a token, Dramatiq's own sleep after an empty fetch is cut to at most 1 ms.
+        sleep_ms = 1 if wake else timeout
+        super().__init__(broker, queue_name, prefetch, sleep_ms)  # type: ignore[no-untyped-call]
+        # Below the client's socket timeout, so a wait is never taken for a dead Redis.
+        socket_timeout = broker.client.connection_pool.connection_kwargs.get("socket_timeout")
+        self._wait_s = min(timeout / 1000, (socket_timeout or 1.0) / 2)
+        self._wake = wake_key(broker.namespace) if wake else None
         self._acks: list[str] = []
         self._acks_lock = threading.Lock()
 
@@ -95,7 +115,13 @@ class _AckingConsumer(_RedisConsumer):
 
     def __next__(self) -> MessageProxy | None:
         self.flush_acks()
-        return super().__next__()  # type: ignore[no-untyped-call,no-any-return]
+        message: MessageProxy | None = super().__next__()  # type: ignore[no-untyped-call]
+        if message is None and self._wake is not None:
+            try:
+                self.broker.client.blpop([self._wake], timeout=self._wait_s)
+            except redis.ConnectionError as error:
+                raise ConnectionClosed(error) from None  # type: ignore[no-untyped-call]
+        return message
 
     def close(self) -> None:
         """Send the last acks, and hand back what was fetched but never given to a worker.
@@ -169,7 +195,7 @@ def enqueue_sends(broker: RedisBroker, message_ids: list[str]) -> None:
         )  # fmt: skip
         broker.emit_before("enqueue", message, None)
         arguments.append([message.options["redis_message_id"], message.encode()])
-    dispatch_pipelined(broker, "enqueue", SEND_QUEUE, arguments)
+    dispatch_pipelined(broker, "enqueue", SEND_QUEUE, arguments, wake=wake_key(broker.namespace))
 
 
 def dead_letter(broker: RedisBroker, message_id: str) -> None:
@@ -221,9 +247,15 @@ def ids_held(client: redis.Redis[bytes], key: str, kind: str = "list") -> int:
 
 
 def dispatch_pipelined(
-    broker: RedisBroker, command: str, queue_name: str, arguments: list[list[Any]]
+    broker: RedisBroker,
+    command: str,
+    queue_name: str,
+    arguments: list[list[Any]],
+    wake: str | None = None,
 ) -> None:
     """Run Dramatiq's dispatch script once per argument list, in one pipeline (one round trip).
+
+    wake: a wake list (see PollingBroker) to leave one token on, in the same round trip.
 
     The script and its leading arguments are Dramatiq's own (its version is pinned in uv.lock;
     the end-to-end tests run real workers on what this writes).
@@ -237,19 +269,23 @@ def dispatch_pipelined(
         broker.dead_message_ttl, broker._should_do_maintenance(command), unpack_size,
     ]  # fmt: skip
     try:
-        _run_dispatches(broker, dispatch.sha, leading, arguments)  # type: ignore[union-attr]
+        _run_dispatches(broker, dispatch.sha, leading, arguments, wake)  # type: ignore[union-attr]
     except NoScriptError:  # Redis restarted empty: load the script again, once
         dispatch.sha = broker.client.script_load(dispatch.script)  # type: ignore[union-attr]
-        _run_dispatches(broker, dispatch.sha, leading, arguments)  # type: ignore[union-attr]
+        _run_dispatches(broker, dispatch.sha, leading, arguments, wake)  # type: ignore[union-attr]
 
 
 def _run_dispatches(
-    broker: RedisBroker, sha: str, leading: list[Any], arguments: list[list[Any]]
+    broker: RedisBroker, sha: str, leading: list[Any], arguments: list[list[Any]], wake: str | None
 ) -> None:
     # EVALSHA directly: a pipelined Script object would ask SCRIPT EXISTS on every execute.
     with broker.client.pipeline(transaction=False) as pipe:
         for args in arguments:
             pipe.evalsha(sha, 1, broker.namespace, *leading, *args)
+        if wake is not None:
+            # One token is enough (a woken worker fetches all it may): the list never grows.
+            pipe.rpush(wake, 1)
+            pipe.ltrim(wake, 0, 0)
         pipe.execute()
 
 

@@ -43,8 +43,9 @@ class Settings(BaseSettings):
     # Sends in flight per process (each thread waits on one): enough to keep up with a slow
     # provider; at 50 ms, 2 x 128 measured ~1,300-1,500 msg/s here, 2 x 64 ~900-1,000.
     sender_threads: int = Field(128, ge=1)
-    # How long an idle worker sleeps between polls of Redis: the idle delivery latency bound.
-    sender_poll_ms: int = Field(10, ge=1)
+    # The longest an idle send consumer waits between polls of Redis. New sends wake it at once
+    # (herald.core.broker.PollingBroker); only a retry whose backoff ended may wait this long.
+    sender_poll_ms: int = Field(100, ge=1)
     sender_metrics_port: int = Field(9191, ge=0, le=65535)
 
     messageapp_latency_ms: float = Field(0.0, ge=0)
