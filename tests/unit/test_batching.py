@@ -1,6 +1,6 @@
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -79,8 +79,20 @@ def test_a_caller_stops_waiting_on_a_hung_batch() -> None:
     release.set()
 
 
+def _on_loop(
+    handle: Callable[[list[int]], list[int]],
+) -> Callable[[list[int]], Awaitable[list[int]]]:
+    async def run(items: list[int]) -> list[int]:
+        await asyncio.sleep(0)  # a real handler awaits its statement
+        return handle(items)
+
+    return run
+
+
 def test_async_callers_each_get_their_own_result() -> None:
-    batcher: AsyncBatcher[int, int] = AsyncBatcher(lambda items: [i * 2 for i in items], 50, "x2")
+    batcher: AsyncBatcher[int, int] = AsyncBatcher(
+        _on_loop(lambda items: [i * 2 for i in items]), 50, "x2"
+    )
 
     async def main() -> list[int]:
         return await asyncio.gather(*(batcher.submit(i) for i in range(200)))
@@ -90,7 +102,7 @@ def test_async_callers_each_get_their_own_result() -> None:
 
 def test_async_submissions_arriving_together_share_batches_up_to_the_limit() -> None:
     sizes, handle = _echo_noting_sizes()
-    batcher: AsyncBatcher[int, int] = AsyncBatcher(handle, 40, "sizes")
+    batcher: AsyncBatcher[int, int] = AsyncBatcher(_on_loop(handle), 40, "sizes")
 
     async def main() -> None:
         await asyncio.gather(*(batcher.submit(i) for i in range(100)))
@@ -105,7 +117,7 @@ def test_an_async_batch_failure_is_every_callers_failure_and_the_next_batch_runs
             raise RuntimeError("database down")
         return items
 
-    batcher: AsyncBatcher[int, int] = AsyncBatcher(handle, 10, "down")
+    batcher: AsyncBatcher[int, int] = AsyncBatcher(_on_loop(handle), 10, "down")
 
     async def main() -> tuple[list[int | BaseException], int]:
         failed = await asyncio.gather(
@@ -119,15 +131,14 @@ def test_an_async_batch_failure_is_every_callers_failure_and_the_next_batch_runs
 
 
 def test_a_cancelled_async_caller_does_not_stop_the_others() -> None:
-    release = threading.Event()
-
-    def handle(items: list[int]) -> list[int]:
-        release.wait(5)
-        return items
-
-    batcher: AsyncBatcher[int, int] = AsyncBatcher(handle, 10, "cancel")
-
     async def main() -> int:
+        release = asyncio.Event()
+
+        async def handle(items: list[int]) -> list[int]:
+            await release.wait()
+            return items
+
+        batcher: AsyncBatcher[int, int] = AsyncBatcher(handle, 10, "cancel")
         gone = asyncio.create_task(batcher.submit(1))
         kept = asyncio.create_task(batcher.submit(2))
         await asyncio.sleep(0.05)

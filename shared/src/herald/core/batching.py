@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from typing import Generic, TypeVar
 
@@ -86,12 +86,15 @@ class AsyncBatcher(Generic[Item, Result]):
     """Batcher for coroutines on one event loop: the same group commit, no thread per caller.
 
     Callers await submit(); one task takes everything that arrived while the previous batch
-    ran and hands it to handle(items) -> results in a thread (handle blocks on the database),
-    so the loop keeps serving while a batch commits.
+    ran and awaits handle(items) -> results (a statement on an async connection), so the loop
+    keeps serving while a batch commits.
     """
 
     def __init__(
-        self, handle: Callable[[list[Item]], Sequence[Result]], max_batch: int, name: str
+        self,
+        handle: Callable[[list[Item]], Awaitable[Sequence[Result]]],
+        max_batch: int,
+        name: str,
     ) -> None:
         self._handle = handle
         self._max_batch = max_batch
@@ -119,7 +122,7 @@ class AsyncBatcher(Generic[Item, Result]):
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
                 try:
-                    results = await asyncio.to_thread(self._handle, [item for item, _ in batch])
+                    results = await self._handle([item for item, _ in batch])
                 except Exception as error:  # the batch's failure is every caller's failure
                     for _, future in batch:
                         if not future.done():  # done: its caller was cancelled (a stopping worker)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, LiteralString
 
 import psycopg
@@ -57,6 +57,12 @@ def make_engine(
     )
 
 
+def _direct_conninfo(settings: Settings) -> str:
+    return make_conninfo(
+        str(settings.database_url), **_connect_options(settings, STATEMENT_TIMEOUT_MS)
+    )
+
+
 class DirectConnection:
     """One psycopg connection for one thread: no pool, no ping before each use.
 
@@ -67,9 +73,7 @@ class DirectConnection:
     """
 
     def __init__(self, settings: Settings) -> None:
-        self._conninfo = make_conninfo(
-            str(settings.database_url), **_connect_options(settings, STATEMENT_TIMEOUT_MS)
-        )
+        self._conninfo = _direct_conninfo(settings)
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
 
     @property
@@ -93,6 +97,28 @@ class DirectConnection:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+class AsyncDirectConnection:
+    """DirectConnection for an event loop: each statement's round trip is awaited on the loop,
+    with no thread hand-off. For one coroutine at a time (e.g. one AsyncBatcher)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._conninfo = _direct_conninfo(settings)
+        self._conn: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
+
+    async def execute(
+        self, statement: LiteralString, params: Mapping[str, Any]
+    ) -> psycopg.AsyncCursor[tuple[Any, ...]]:
+        """Run one statement as its own transaction (prepared after a few uses); its cursor."""
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        try:
+            return await self._conn.execute(statement, params, prepare=True)
+        except psycopg.OperationalError:
+            conn, self._conn = self._conn, None
+            await conn.close()
+            raise
 
 
 def ping_database(engine: Engine) -> None:

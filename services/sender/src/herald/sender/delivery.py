@@ -28,11 +28,11 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import compute_backoff
 from dramatiq.middleware import CurrentMessage
 from redis.exceptions import RedisError
-from sqlalchemy import Engine
 
 from herald.core import transitions
 from herald.core.batching import AsyncBatcher
 from herald.core.broker import dead_letter, enqueue_send, enqueue_sends
+from herald.core.db import AsyncDirectConnection
 from herald.core.metrics import SenderMetrics
 from herald.core.settings import Settings
 from herald.core.statuses import Status
@@ -63,20 +63,23 @@ class Delivery:
     def __init__(
         self,
         settings: Settings,
-        engine: Engine,
         broker: RedisBroker,
         provider: Provider,
         metrics: SenderMetrics,
     ) -> None:
         self._settings = settings
-        self._engine = engine
         self._broker = broker
         self._provider = provider
         self._metrics = metrics
         self._slots = asyncio.Semaphore(settings.sender_threads)
         self._stopping = False
         # Every delivery claims and records through these: one UPDATE and one COMMIT for all
-        # those that got there together (see herald.core.batching).
+        # those that got there together (see herald.core.batching), each batcher on its own
+        # connection, awaited on the loop (no thread per statement).
+        self._connections = {
+            name: AsyncDirectConnection(settings)
+            for name in ("claims", "sent", Status.RETRYING.value, Status.FAILED.value)
+        }
         self._claims: AsyncBatcher[str, Claimed | None] = AsyncBatcher(self._claim, BATCH, "claims")
         self._sent: AsyncBatcher[str, bool] = AsyncBatcher(self._mark_sent, BATCH, "sent")
         self._errors = {
@@ -84,20 +87,18 @@ class Delivery:
             for status in (Status.RETRYING, Status.FAILED)
         }
 
-    def _claim(self, message_ids: list[str]) -> list[Claimed | None]:
-        with self._engine.begin() as conn:
-            won = transitions.claim_many(conn, message_ids)
+    async def _claim(self, message_ids: list[str]) -> list[Claimed | None]:
+        won = await transitions.claim_many_async(self._connections["claims"], message_ids)
         # A duplicate queue message in the same batch: only the first of them gets the claim.
         return [won.pop(message_id, None) for message_id in message_ids]
 
-    def _mark_sent(self, message_ids: list[str]) -> list[bool]:
-        with self._engine.begin() as conn:
-            moved = transitions.mark_sent_many(conn, message_ids)
+    async def _mark_sent(self, message_ids: list[str]) -> list[bool]:
+        moved = await transitions.mark_sent_many_async(self._connections["sent"], message_ids)
         return [message_id in moved for message_id in message_ids]
 
-    def _record_errors(self, target: Status, errors: list[tuple[str, str]]) -> list[bool]:
-        with self._engine.begin() as conn:
-            moved = transitions.record_errors(conn, target, errors)
+    async def _record_errors(self, target: Status, errors: list[tuple[str, str]]) -> list[bool]:
+        connection = self._connections[target.value]
+        moved = await transitions.record_errors_async(connection, target, errors)
         return [message_id in moved for message_id, _ in errors]
 
     def start(self, concurrency: int) -> None:

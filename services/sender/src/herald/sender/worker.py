@@ -13,7 +13,6 @@ import dramatiq
 from dramatiq.middleware.asyncio import AsyncIO
 
 from herald.core.broker import SEND_ACTOR, SEND_BATCH_ACTOR, SEND_QUEUE, make_broker
-from herald.core.db import make_engine
 from herald.core.logs import configure_logging
 from herald.core.metrics import sender_metrics
 from herald.core.settings import Settings
@@ -54,10 +53,9 @@ def build(settings: Settings) -> tuple[dramatiq.Broker, Delivery]:
     # The event loop thread each worker process runs its deliveries on (see delivery.py).
     broker.add_middleware(AsyncIO())
     metrics = sender_metrics()
-    # Every write goes through a batcher (four kinds), one batch each at a time: a small pool
-    # serves any number of threads.
-    engine = make_engine(settings, pool_size=4)
-    delivery = Delivery(settings, engine, broker, Provider(settings, metrics), metrics)
+    # Every write goes through a batcher (four kinds), one batch each at a time, each on its
+    # own connection: four connections serve any number of threads.
+    delivery = Delivery(settings, broker, Provider(settings, metrics), metrics)
     broker.add_middleware(DeliveryControl(delivery))
     declare_actors(broker, delivery)
     return broker, delivery
