@@ -1,4 +1,6 @@
-from herald.core.ids import ALPHABET, ID_LENGTH, first_id_at, is_valid_id, new_id
+from itertools import pairwise
+
+from herald.core.ids import ALPHABET, ID_LENGTH, TIME_DIGITS, first_id_at, is_valid_id, new_id
 
 
 def test_alphabet_is_in_ascii_order_so_string_order_is_numeric_order() -> None:
@@ -44,3 +46,19 @@ def test_first_id_at_bounds_the_ids_of_its_millisecond() -> None:
     millis = int(when.timestamp() * 1000)
     assert new_id(now_ms=millis - 1) < first_id_at(when) <= new_id(now_ms=millis)
     assert new_id(now_ms=millis) < first_id_at(datetime.fromtimestamp((millis + 1) / 1000, UTC))
+
+
+def test_ids_of_one_millisecond_are_not_guessable_from_their_neighbours() -> None:
+    ids = [new_id(now_ms=1_700_000_000_000) for _ in range(1_000)]
+    assert ids == sorted(ids)
+    steps = [_random_part(b) - _random_part(a) for a, b in pairwise(ids)]
+    # Steps are fresh 64-bit draws: a run of 1,000 has no repeats and no small ones.
+    assert len(set(steps)) == len(steps)
+    assert min(steps) > 1 << 40
+
+
+def _random_part(message_id: str) -> int:
+    value = 0
+    for char in message_id[TIME_DIGITS:]:
+        value = value * 64 + ALPHABET.index(char)
+    return value

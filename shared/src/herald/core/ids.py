@@ -25,6 +25,9 @@ def _encode(value: int, digits: int) -> str:
 
 
 _RANDOM_BITS = 6 * RANDOM_DIGITS
+# Within one millisecond each id steps up from the previous one by a fresh random amount of this
+# many bits: drawing order is kept, and no id can be guessed from its neighbour.
+STEP_BITS = 64
 _lock = threading.Lock()
 _last = (0, 0)  # (millisecond, random part) of this process's latest id
 
@@ -33,15 +36,19 @@ def new_id(now_ms: int | None = None) -> str:
     """A fresh id whose first characters encode the current millisecond.
 
     Within one process ids also sort in the order they were drawn: in the same millisecond the
-    next id is the previous random part plus one (still unguessable: the start is random).
+    next id's random part is the previous one plus 1 to 2**64 (a fresh random step), so every id
+    carries at least 64 bits its neighbours do not reveal. A millisecond's first id starts in the
+    lower half of the range, which leaves room for about a million steps.
     """
     global _last
     millis = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     with _lock:
         last_ms, last_random = _last
-        random = secrets.randbits(_RANDOM_BITS)
-        if millis == last_ms and last_random + 1 < 1 << _RANDOM_BITS:
-            random = last_random + 1
+        random = secrets.randbits(_RANDOM_BITS - 1)
+        if millis == last_ms:
+            stepped = last_random + 1 + secrets.randbits(STEP_BITS)
+            # Past the range (a million ids in one millisecond): a fresh start, unordered.
+            random = stepped if stepped < 1 << _RANDOM_BITS else random
         _last = (millis, random)
     return _encode(millis, TIME_DIGITS) + _encode(random, RANDOM_DIGITS)
 
