@@ -30,6 +30,22 @@ BAD_INPUT: list[tuple[bytes, dict[str, str], int]] = [
     (b'{"destination": "d", "body": "b", "send_at": "2030-01-01T00:00:00"}', JSON, 422),
     (b'{"destination": "d", "body": "b", "send_at": "next week"}', JSON, 422),
     (b'{"destination": "d", "body": "b", "send_at": 1893456000}', JSON, 422),
+    (b'{"destination": "d", "body": "b", "send_at": "2030-01-01T00:00:00+0100"}', JSON, 422),
+    (b'{"destination": "d", "body": "b", "send_at": "2030-01-01T00:00:00,5Z"}', JSON, 422),
+    # Valid RFC 3339 whose UTC instant is before the year 1 or after 9999.
+    (b'{"destination": "d", "body": "b", "send_at": "0001-01-01T00:00:00+01:00"}', JSON, 422),
+    (b'{"destination": "d", "body": "b", "send_at": "9999-12-31T23:59:59-01:00"}', JSON, 422),
+    (b'{"destination": "d", "body": NaN}', JSON, 400),
+    (b'{"destination": "d", "body": "b", "send_at": Infinity}', JSON, 400),
+    (b'{"destination": "d", "body": ' + b"1" * 5_000 + b"}", JSON, 422),
+]
+
+# Valid send_at values a strict parser might refuse; the instant each one means, in UTC.
+GOOD_SEND_AT = [
+    ("2030-01-01T00:00:00+16:00", "2029-12-31T08:00:00Z"),
+    ("2030-01-01T00:00:00-23:59", "2030-01-01T23:59:00Z"),
+    ("2016-12-31T23:59:60Z", "2017-01-01T00:00:00Z"),
+    ("2030-01-01t09:00:00.123456789z", "2030-01-01T09:00:00.123456Z"),
 ]
 
 

@@ -29,13 +29,17 @@ def _connect_options(settings: Settings, statement_timeout_ms: int | None) -> di
     Options already in the database URL (e.g. `-c role=...`) are kept: passed on their own,
     the statement timeout would replace them.
     """
-    connect: dict[str, Any] = {"connect_timeout": max(1, round(settings.db_connect_timeout))}
+    # Times come back in UTC whatever the server's zone: answers give UTC, and a year-1 instant
+    # never has to be shown in a zone where it is still year 0 (beyond Python's datetime).
+    ours = ["-c TimeZone=UTC"]
     if statement_timeout_ms is not None:
         # A hung server must not hold a request past the 5 s the contract allows.
-        ours = f"-c statement_timeout={statement_timeout_ms}"
-        theirs = conninfo_to_dict(str(settings.database_url)).get("options") or ""
-        connect["options"] = f"{theirs} {ours}".strip()
-    return connect
+        ours.append(f"-c statement_timeout={statement_timeout_ms}")
+    theirs = str(conninfo_to_dict(str(settings.database_url)).get("options") or "")
+    return {
+        "connect_timeout": max(1, round(settings.db_connect_timeout)),
+        "options": " ".join([theirs, *ours]).strip(),
+    }
 
 
 def make_engine(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
@@ -29,15 +30,46 @@ def _printable_text(value: str) -> str:
     return value
 
 
-def _rfc3339_text(value: Any) -> Any:
-    # Only a string is an RFC 3339 time: pydantic would otherwise take numbers as epoch seconds.
-    if not isinstance(value, str):
-        raise ValueError("must be an RFC 3339 time string with an offset")
-    return value
+# RFC 3339's date-time (section 5.6): a "T" (or "t", or the space its note allows), seconds
+# always, any number of fraction digits, and an offset that is "Z" or +hh:mm / -hh:mm.
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
+    r"(?:[Zz]|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,
+)
+_BAD_TIME = "must be an RFC 3339 time with an offset, e.g. 2030-01-01T09:00:00+01:00"
+
+
+def parse_rfc3339(value: Any) -> datetime:
+    """An RFC 3339 date-time string as a UTC datetime; ValueError for anything else.
+
+    Only a string is a time (pydantic would take numbers as epoch seconds). A leap second
+    (:60) is the instant after :59. Offsets up to +-23:59 are valid, and a time whose UTC
+    instant falls outside years 1-9999 is refused here rather than by the database.
+    """
+    match = _RFC3339.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(_BAD_TIME)
+    year, month, day, hour, minute, second = (int(part) for part in match.groups()[:6])
+    micros = int((match[7] or "")[:6].ljust(6, "0"))
+    sign, offset_hours, offset_minutes = match[8], int(match[9] or 0), int(match[10] or 0)
+    if offset_hours > 23 or offset_minutes > 59 or second > 60:
+        raise ValueError(_BAD_TIME)
+    offset = timedelta(hours=offset_hours, minutes=offset_minutes)
+    try:
+        local = datetime(
+            year, month, day, hour, minute, min(second, 59), micros,
+            tzinfo=timezone(-offset if sign == "-" else offset),
+        )  # fmt: skip
+        return (local + timedelta(seconds=second - min(second, 59))).astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must fall between the years 1 and 9999 in UTC") from None
+    except ValueError:
+        raise ValueError(_BAD_TIME) from None
 
 
 Text = Annotated[str, Field(strict=True), AfterValidator(_printable_text)]
-SendAt = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
+SendAt = Annotated[AwareDatetime, BeforeValidator(parse_rfc3339)]
 
 
 def _in_utc(value: datetime | None) -> datetime | None:

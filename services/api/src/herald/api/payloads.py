@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import falcon
 import orjson
 from pydantic import BaseModel
+
+from herald.core.web import DRAIN_BYTES
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -18,14 +21,11 @@ def _too_large(limit: int) -> falcon.HTTPContentTooLarge:
     )
 
 
-# An oversized body up to this much past the limit is read and dropped before the 413, so the
-# client has finished sending and can reuse the connection; anything larger is not worth it.
-DRAIN_BYTES = 1024 * 1024
-
-
 def _read_limited(req: falcon.Request, limit: int) -> bytes:
     if req.content_length is not None:
         if req.content_length > limit:
+            # Read and dropped up to DRAIN_BYTES past the limit, so the client has finished
+            # sending and can reuse the connection; anything larger is not worth it.
             if req.content_length <= limit + DRAIN_BYTES:
                 req.bounded_stream.exhaust()
             raise _too_large(limit)
@@ -36,6 +36,15 @@ def _read_limited(req: falcon.Request, limit: int) -> bytes:
     if len(raw) > limit:
         raise _too_large(limit)
     return raw
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _integer(digits: str) -> int | Decimal:
+    # Python refuses int() of more than 4,300 digits; as a Decimal it is still a number (422).
+    return int(digits) if len(digits) <= 4_000 else Decimal(digits)
 
 
 def _parse_json(raw: bytes) -> Any:
@@ -50,9 +59,10 @@ def _parse_json(raw: bytes) -> Any:
     except orjson.JSONDecodeError:
         pass
     # orjson refuses some valid JSON (lone surrogate escapes, huge integers): those are schema
-    # violations (422), not malformed JSON, so the standard parser gets the last word.
+    # violations (422), not malformed JSON, so the standard parser gets the last word, made as
+    # strict as the JSON grammar (no NaN or Infinity) and taking integers of any length.
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_not_json, parse_int=_integer)
     except (ValueError, RecursionError):
         raise falcon.HTTPBadRequest(
             title="Malformed JSON", description="the request body is not valid JSON"
