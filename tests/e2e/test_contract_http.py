@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import uuid
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -96,3 +99,64 @@ def test_health_readiness_and_metrics(stack: Stack, service: str) -> None:
         f'herald_http_requests_total{{code="200",method="GET",route="/healthz",service="{service}"}}'
         in metrics
     )
+
+
+def _raw(base: str, request: bytes) -> tuple[int, dict[str, str], object]:
+    """Send bytes no HTTP client would; the answer's code, headers and JSON body."""
+    where = urlsplit(base)
+    with socket.create_connection((where.hostname, where.port), timeout=10) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+    return int(status_line.split()[1]), headers, json.loads(body)
+
+
+_POST_HEAD = b"POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "code"),
+    [
+        (b"NONSENSE\r\n\r\n", 400),
+        (b"GET /" + b"x" * 5_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"x" * 9_000 + b"\r\n\r\n", 431),
+        (_POST_HEAD + b"Content-Length: abc\r\n\r\n{}", 400),
+    ],
+)
+@pytest.mark.parametrize("service", ["api", "status"])
+def test_requests_the_server_refuses_get_json_errors_too(
+    stack: Stack, service: str, request_bytes: bytes, code: int
+) -> None:
+    status, headers, body = _raw(stack.api if service == "api" else stack.status, request_bytes)
+    check_error(status, headers, body, code)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "code"),
+    [
+        # A malformed chunked body, found while the app reads it.
+        (_POST_HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n", 400),
+        # gunicorn refuses a control character in a header; in the key the contract says 422.
+        (_POST_HEAD + b"Idempotency-Key: a\x01b\r\nContent-Length: 2\r\n\r\n{}", 422),
+    ],
+)
+def test_broken_bodies_and_keys_get_their_json_errors(
+    stack: Stack, request_bytes: bytes, code: int
+) -> None:
+    check_error(*_raw(stack.api, request_bytes), code)
+
+
+def test_an_error_answer_leaves_the_connection_usable(stack: Stack) -> None:
+    with httpx.Client(timeout=10) as client:
+        big = b'{"destination": "d", "body": "' + b"x" * 70_000 + b'"}'
+        refused = client.post(
+            f"{stack.api}/messages", content=big, headers={"Content-Type": "text/plain"}
+        )
+        assert refused.status_code == 415
+        again = client.post(f"{stack.api}/messages", json={"destination": "d", "body": "b"})
+        assert again.status_code == 202

@@ -20,6 +20,10 @@ from herald.core.schemas import MAX_IDEMPOTENCY_KEY_CHARS, NewMessage
 from herald.core.tables import idempotency_keys
 
 WINDOW_HOURS = 24
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+INVALID_KEY_DESCRIPTION = (
+    f"{IDEMPOTENCY_KEY_HEADER} must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters"
+)
 _KEY = re.compile(rf"[\x20-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_CHARS}}}")
 _k = idempotency_keys.c
 

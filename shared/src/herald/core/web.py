@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import logging
+import socket
 import tempfile
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import falcon
+from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
+from gunicorn.http.errors import InvalidHeader, ParseException
 from pydantic import ValidationError
 
 from herald.core.db import DatabaseUnavailable
+from herald.core.idempotency import IDEMPOTENCY_KEY_HEADER, INVALID_KEY_DESCRIPTION
 from herald.core.logs import RequestIds, gunicorn_logconfig
 from herald.core.metrics import HttpMetrics, MetricsResource, mark_dead, use_multiprocess_dir
 from herald.core.settings import Settings
@@ -23,10 +29,49 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 1
 
 
+# An unread request body up to this size is read and dropped before an error is answered, so the
+# client has finished sending and the kept-alive connection stays usable; a larger one is not
+# worth it (gunicorn then closes the connection).
+DRAIN_BYTES = 1024 * 1024
+
+
 def json_error(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
     """Every error is JSON with a title and a description, the framework's own 404/405 included."""
+    if req.content_length is not None and req.content_length <= DRAIN_BYTES:
+        _drain(req)
     resp.content_type = falcon.MEDIA_JSON
     resp.media = {"title": error.title, "description": error.description or error.title}
+
+
+def _drain(req: falcon.Request) -> None:
+    # A client that is gone, or whose body is broken, loses the connection anyway.
+    with contextlib.suppress(OSError, ParseException):
+        req.bounded_stream.exhaust()
+
+
+def _malformed_body(
+    req: falcon.Request, resp: falcon.Response, error: Exception, params: dict[str, Any]
+) -> None:
+    # gunicorn raises while the app reads a broken chunked body: the client's fault, not ours.
+    raise falcon.HTTPBadRequest(title="Malformed request body", description=str(error))
+
+
+# gunicorn answers what never reaches the app (a bad request line, headers too large, a
+# malformed header) itself, as HTML. Herald's contract makes every error JSON; gunicorn has no
+# setting for it, so its one error writer is replaced in the serving processes (see serve()).
+_BAD_KEY = str(InvalidHeader(IDEMPOTENCY_KEY_HEADER.upper()))
+
+
+def _write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
+    if status_int == 400 and mesg == _BAD_KEY:
+        # A control character in the key: gunicorn refuses the header, the contract says 422.
+        status_int, reason, mesg = 422, "Unprocessable Entity", INVALID_KEY_DESCRIPTION
+    body = json.dumps({"title": reason, "description": mesg or reason}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: {falcon.MEDIA_JSON}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
 def _database_unavailable(
@@ -67,6 +112,17 @@ class Health:
         resp.media = {"status": "ok"}
 
 
+def unreachable(checks: dict[str, Check]) -> list[str]:
+    """The names of the dependencies whose check fails now."""
+    failing = []
+    for name, check in checks.items():
+        try:
+            check()
+        except Exception:  # any failure of a dependency means "not ready"
+            failing.append(name)
+    return failing
+
+
 class Ready:
     """GET /readyz: 200 when every dependency answers, else 503 naming the ones that do not."""
 
@@ -74,12 +130,7 @@ class Ready:
         self._checks = checks
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        failing = []
-        for name, check in self._checks.items():
-            try:
-                check()
-            except Exception:  # any failure of a dependency means "not ready"
-                failing.append(name)
+        failing = unreachable(self._checks)
         if failing:
             raise falcon.HTTPServiceUnavailable(
                 title="Not ready",
@@ -96,6 +147,7 @@ def create_base_app(service: str, checks: dict[str, Check]) -> App:
     app.add_error_handler(DatabaseUnavailable, _database_unavailable)
     # One handler for every schema violation, of a body or of a query: 422.
     app.add_error_handler(ValidationError, _unprocessable)
+    app.add_error_handler(ParseException, _malformed_body)
     app.add_route("/healthz", Health())
     app.add_route("/readyz", Ready(checks))
     app.add_route("/metrics", MetricsResource())
@@ -132,6 +184,7 @@ def serve(
     extra: Iterable[tuple[str, Any]] = (),
 ) -> None:
     """Run factory's app on gunicorn until SIGTERM/SIGINT; in-flight requests finish first."""
+    gunicorn_util.write_error = _write_json_error
     with tempfile.TemporaryDirectory(prefix="herald-metrics-") as metrics_dir:
         use_multiprocess_dir(settings, metrics_dir)
         options: dict[str, Any] = {

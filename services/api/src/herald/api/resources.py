@@ -6,7 +6,11 @@ import falcon
 
 from herald.api.ingest import Ingest, KeyReused
 from herald.api.payloads import read_body
-from herald.core.idempotency import is_valid_key
+from herald.core.idempotency import (
+    IDEMPOTENCY_KEY_HEADER,
+    INVALID_KEY_DESCRIPTION,
+    is_valid_key,
+)
 from herald.core.ids import is_valid_id
 from herald.core.schemas import (
     MAX_BATCH_REQUEST_BYTES,
@@ -43,11 +47,10 @@ class Messages:
         self._ingest = ingest
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        key = req.get_header("Idempotency-Key")
+        key = req.get_header(IDEMPOTENCY_KEY_HEADER)
         if key is not None and not is_valid_key(key):
             raise falcon.HTTPUnprocessableEntity(
-                title="Invalid Idempotency-Key",
-                description="Idempotency-Key must be 1-255 printable ASCII characters",
+                title="Invalid Idempotency-Key", description=INVALID_KEY_DESCRIPTION
             )
         new = read_body(req, NewMessage, MAX_REQUEST_BYTES)
         try:
