@@ -280,6 +280,7 @@ def test_sender_metrics_count_outcomes_and_show_the_backlog(stack: Stack) -> Non
     assert "herald_delivery_latency_seconds_count 1.0" in text
     assert 'herald_messages{status="queued"}' in text
     assert HTTP.get(url.replace("/metrics", "/healthz")).json() == {"status": "ok"}
+    assert HTTP.get(url.replace("/metrics", "/readyz")).json() == {"status": "ready"}
 
 
 def test_a_scheduled_message_goes_out_after_its_time_and_within_2_s(stack: Stack) -> None:

@@ -1,26 +1,66 @@
-"""The sender's own small HTTP server: /metrics for all its processes, and /healthz."""
+"""The sender's own small HTTP server: /metrics for all its processes, /healthz and /readyz."""
 
 from __future__ import annotations
 
 import json
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from herald.core.broker import make_redis
+from herald.core.db import DirectConnection
 from herald.core.logs import configure_logging
 from herald.core.metrics import exposition
 from herald.core.settings import Settings
+from herald.core.web import Check, unreachable
+
+
+def _json(body: dict[str, str]) -> bytes:
+    return json.dumps(body).encode()
+
+
+def dependency_checks(settings: Settings) -> dict[str, Check]:
+    """What the sender needs to work: PostgreSQL and Redis, each checked on a fresh connection."""
+
+    def postgresql() -> None:
+        conn = DirectConnection(settings)
+        try:
+            conn.execute("SELECT 1", ())
+        finally:
+            conn.close()
+
+    def redis() -> None:
+        client = make_redis(settings)
+        try:
+            client.ping()
+        finally:
+            client.close()
+
+    return {"postgresql": postgresql, "redis": redis}
 
 
 class _Handler(BaseHTTPRequestHandler):
+    checks: ClassVar[dict[str, Check]] = {}  # serve() subclasses with the real ones
+
     def do_GET(self) -> None:
         if self.path == "/metrics":
             self._answer(200, CONTENT_TYPE_LATEST, exposition())
         elif self.path == "/healthz":
-            self._answer(200, "application/json", b'{"status": "ok"}')
+            self._answer(200, "application/json", _json({"status": "ok"}))
+        elif self.path == "/readyz":
+            self._ready()
         else:
             body = {"title": "Not Found", "description": f"no route {self.path}"}
-            self._answer(404, "application/json", json.dumps(body).encode())
+            self._answer(404, "application/json", _json(body))
+
+    def _ready(self) -> None:
+        failing = unreachable(self.checks)
+        if failing:
+            body = {"title": "Not ready", "description": f"unreachable: {', '.join(failing)}"}
+            self._answer(503, "application/json", _json(body))
+        else:
+            self._answer(200, "application/json", _json({"status": "ready"}))
 
     def _answer(self, code: int, content_type: str, body: bytes) -> None:
         self.send_response(code)
@@ -37,6 +77,7 @@ def serve() -> None:
     """Dramatiq fork function: serve until the sender stops."""
     settings = Settings()
     configure_logging(settings, "sender")
-    server = ThreadingHTTPServer(("0.0.0.0", settings.sender_metrics_port), _Handler)
+    handler = type("Handler", (_Handler,), {"checks": dependency_checks(settings)})
+    server = ThreadingHTTPServer(("0.0.0.0", settings.sender_metrics_port), handler)
     server.daemon_threads = True
     server.serve_forever()
