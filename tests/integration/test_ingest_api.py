@@ -10,10 +10,11 @@ from sqlalchemy import Engine, select
 
 from herald.api.app import create_app
 from herald.core.broker import make_broker
+from herald.core.ids import drawn_at
 from herald.core.schemas import MAX_BODY_CHARS, MAX_DESTINATION_CHARS
 from herald.core.settings import Settings
 from herald.core.tables import messages
-from tests.badinput import BAD_INPUT, JSON, check_error
+from tests.badinput import BAD_INPUT, GOOD_SEND_AT, JSON, check_error
 from tests.conftest import queued_ids
 
 
@@ -69,6 +70,37 @@ def test_ids_of_successive_posts_sort_in_acceptance_order(
     assert len(set(ids)) == 20
     # To the millisecond: ids of different milliseconds sort in order.
     assert ids[0] < ids[-1]
+
+
+@pytest.mark.parametrize(("send_at", "instant"), GOOD_SEND_AT)
+def test_every_rfc_3339_offset_and_form_is_stored_as_its_utc_instant(
+    client: falcon.testing.TestClient, engine: Engine, send_at: str, instant: str
+) -> None:
+    result = _post(client, {"destination": "d", "body": "b", "send_at": send_at})
+    assert result.status_code == 202, result.json
+    with engine.connect() as conn:
+        stored = conn.execute(
+            select(messages.c.send_at).where(messages.c.id == result.json["id"])
+        ).scalar_one()
+    assert stored == datetime.fromisoformat(instant)
+
+
+def test_created_at_is_the_millisecond_the_id_encodes(
+    client: falcon.testing.TestClient, engine: Engine
+) -> None:
+    ids = [_post(client, {"destination": "d", "body": str(i)}).json["id"] for i in range(5)]
+    batch = client.simulate_post(
+        "/messages/batch", json={"messages": [{"destination": "d", "body": "b"}] * 5}
+    )
+    ids += [item["id"] for item in batch.json["messages"]]
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(messages.c.id, messages.c.created_at, messages.c.updated_at)
+            .where(messages.c.id.in_(ids))
+            .order_by(messages.c.id)
+        ).all()
+    assert [row.created_at for row in rows] == [drawn_at(row.id) for row in rows]
+    assert all(row.updated_at == row.created_at for row in rows)
 
 
 def _assert_error(result: falcon.testing.Result, code: int) -> None:

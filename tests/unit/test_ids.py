@@ -1,6 +1,14 @@
 from itertools import pairwise
 
-from herald.core.ids import ALPHABET, ID_LENGTH, TIME_DIGITS, first_id_at, is_valid_id, new_id
+from herald.core.ids import (
+    ALPHABET,
+    ID_LENGTH,
+    TIME_DIGITS,
+    drawn_at,
+    first_id_at,
+    is_valid_id,
+    new_id,
+)
 
 
 def test_alphabet_is_in_ascii_order_so_string_order_is_numeric_order() -> None:
@@ -62,3 +70,10 @@ def _random_part(message_id: str) -> int:
     for char in message_id[TIME_DIGITS:]:
         value = value * 64 + ALPHABET.index(char)
     return value
+
+
+def test_drawn_at_is_the_millisecond_an_id_encodes() -> None:
+    from datetime import UTC, datetime
+
+    when = datetime(2030, 1, 1, 12, 0, 0, 123_000, tzinfo=UTC)
+    assert drawn_at(new_id(now_ms=int(when.timestamp() * 1000))) == when

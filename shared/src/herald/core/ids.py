@@ -6,7 +6,7 @@ import re
 import secrets
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 # Base-64 digits in ASCII order, so that string order is numeric order (and COLLATE "C" agrees).
 ALPHABET = "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
@@ -24,6 +24,7 @@ def _encode(value: int, digits: int) -> str:
     return "".join(reversed(out))
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _RANDOM_BITS = 6 * RANDOM_DIGITS
 # Within one millisecond each id steps up from the previous one by a fresh random amount of this
 # many bits: drawing order is kept, and no id can be guessed from its neighbour.
@@ -51,6 +52,14 @@ def new_id(now_ms: int | None = None) -> str:
             random = stepped if stepped < 1 << _RANDOM_BITS else random
         _last = (millis, random)
     return _encode(millis, TIME_DIGITS) + _encode(random, RANDOM_DIGITS)
+
+
+def drawn_at(message_id: str) -> datetime:
+    """The millisecond an id was drawn at (its first TIME_DIGITS digits), in UTC."""
+    millis = 0
+    for char in message_id[:TIME_DIGITS]:
+        millis = millis * 64 + ALPHABET.index(char)
+    return _EPOCH + timedelta(milliseconds=millis)
 
 
 def first_id_at(when: datetime) -> str:

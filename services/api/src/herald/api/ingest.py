@@ -19,7 +19,7 @@ from herald.core import idempotency, transitions
 from herald.core.batching import Batcher
 from herald.core.broker import enqueue_sends
 from herald.core.db import WRITE_WAIT_SECONDS, DirectConnection
-from herald.core.ids import new_id
+from herald.core.ids import drawn_at, new_id
 from herald.core.schemas import MAX_BATCH_ITEMS, Accepted, NewBatch, NewMessage
 from herald.core.settings import Settings
 from herald.core.statuses import Status
@@ -30,11 +30,13 @@ log = logging.getLogger(__name__)
 Row = dict[str, Any]
 
 
-_INSERT_COLUMNS = ("id", "destination", "body", "status", "send_at")
+_INSERT_COLUMNS = ("id", "destination", "body", "status", "send_at", "created_at")
 # One statement text for any number of rows (columns as arrays): prepared once per connection.
 _INSERT_ROWS: LiteralString = """
-    INSERT INTO messages (id, destination, body, status, send_at)
-    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])
+    INSERT INTO messages (id, destination, body, status, send_at, created_at, updated_at)
+    SELECT r.*, r.created_at FROM unnest(
+        %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[]
+    ) AS r(id, destination, body, status, send_at, created_at)
 """
 
 
@@ -44,12 +46,17 @@ class KeyReused(Exception):
 
 def _row(new: NewMessage, now: datetime) -> Row:
     due_later = new.send_at is not None and new.send_at > now
+    message_id = new_id()
+    # created_at is the id's own millisecond: ids and creation times sort alike.
+    created_at = drawn_at(message_id)
     return {
-        "id": new_id(),
+        "id": message_id,
         "destination": new.destination,
         "body": new.body,
         "status": Status.SCHEDULED if due_later else Status.QUEUED,
         "send_at": new.send_at,
+        "created_at": created_at,
+        "updated_at": created_at,
     }
 
 
