@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 from collections.abc import Mapping, Sequence
 from typing import Any, LiteralString
 
@@ -67,6 +68,18 @@ def _direct_conninfo(settings: Settings) -> str:
     )
 
 
+def _ended_by_server(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether the server has ended an idle connection (it sends FATAL, then closes).
+
+    An idle autocommit connection has nothing to read otherwise. A restarted PostgreSQL ends
+    every session this way, so the next statement is sent on a fresh connection instead of
+    failing on the dead one (a needless 503 per process after every restart).
+    """
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
 class DirectConnection:
     """One psycopg connection for one thread: no pool, no ping before each use.
 
@@ -89,6 +102,8 @@ class DirectConnection:
         self, statement: LiteralString, params: Sequence[Any]
     ) -> psycopg.Cursor[tuple[Any, ...]]:
         """Run one statement as its own transaction (prepared after a few uses); its cursor."""
+        if self._conn is not None and not self._conn.closed and _ended_by_server(self._conn):
+            self.close()
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(self._conninfo, autocommit=True)
         try:
@@ -115,6 +130,8 @@ class AsyncDirectConnection:
         self, statement: LiteralString, params: Mapping[str, Any]
     ) -> psycopg.AsyncCursor[tuple[Any, ...]]:
         """Run one statement as its own transaction (prepared after a few uses); its cursor."""
+        if self._conn is not None and not self._conn.closed and _ended_by_server(self._conn):
+            await self._conn.close()
         if self._conn is None or self._conn.closed:
             self._conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
         try:

@@ -1,0 +1,57 @@
+"""Direct connections on a real PostgreSQL: a session the server ended costs no failed statement."""
+
+import asyncio
+import time
+
+from sqlalchemy import Engine, text
+
+from herald.core.db import AsyncDirectConnection, DirectConnection
+from herald.core.settings import Settings
+
+BACKEND_PID = "SELECT pg_backend_pid()"
+
+
+def _end_session(engine: Engine, pid: int) -> None:
+    """What a restart does to every session: the server ends it (FATAL, then close)."""
+    with engine.connect() as admin:
+        admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            gone = admin.execute(
+                text("SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
+            ).scalar()
+            if gone:
+                return
+            time.sleep(0.01)
+    raise AssertionError(f"backend {pid} still running")
+
+
+def test_a_statement_after_the_server_ended_the_session_runs_on_a_new_one(
+    settings: Settings, engine: Engine
+) -> None:
+    conn = DirectConnection(settings)
+    first = conn.execute(BACKEND_PID, ()).fetchone()
+    assert first is not None
+    _end_session(engine, first[0])
+    second = conn.execute(BACKEND_PID, ()).fetchone()
+    assert second is not None
+    assert second[0] != first[0]
+    conn.close()
+
+
+def test_the_async_connection_also_replaces_a_session_the_server_ended(
+    settings: Settings, engine: Engine
+) -> None:
+    async def backend_pid(conn: AsyncDirectConnection) -> int:
+        row = await (await conn.execute(BACKEND_PID, {})).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def main() -> tuple[int, int]:
+        conn = AsyncDirectConnection(settings)
+        first = await backend_pid(conn)
+        await asyncio.to_thread(_end_session, engine, first)
+        return first, await backend_pid(conn)
+
+    first, second = asyncio.run(main())
+    assert second != first
