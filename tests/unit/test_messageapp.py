@@ -229,6 +229,20 @@ def test_reset_restores_the_startup_knobs_and_empties_the_ledger() -> None:
 def test_health_is_ok(client: testing.TestClient) -> None:
     result = client.simulate_get("/healthz")
     assert (result.status_code, result.json) == (200, {"status": "ok"})
+    result = client.simulate_get("/readyz")
+    assert (result.status_code, result.json) == (200, {"status": "ready"})
+
+
+def test_metrics_count_calls_by_outcome() -> None:
+    client = make_client()
+    send(client, "k1")
+    send(client, "k1")
+    configure(client, fail_next=1, fail_status=503)
+    assert send(client, "k2").status_code == 503
+    metrics = client.simulate_get("/metrics").text
+    assert 'herald_messageapp_calls_total{outcome="accepted"} 1.0' in metrics
+    assert 'herald_messageapp_calls_total{outcome="duplicate"} 1.0' in metrics
+    assert 'herald_messageapp_calls_total{outcome="failed"} 1.0' in metrics
 
 
 @pytest.mark.parametrize("accept", ["application/json", "text/html", "application/xml"])

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Iterator
 
 import falcon
 import falcon.asgi
 import falcon.media
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from herald.core.settings import Settings
 from herald.core.web import json_error
@@ -88,6 +92,7 @@ class Message:
         await asyncio.sleep(plan.delay_s)
         if plan.fail_status is not None:
             # A failed attempt has no effect and does not remember the key: a retry is new.
+            self._ledger.failures += 1
             raise simulated_failure(plan, plan.fail_status)
         duplicate = self._ledger.accept(delivery)
         resp.media = {"status": "accepted", "id": delivery.id, "duplicate": duplicate}
@@ -155,6 +160,42 @@ class Health:
         resp.media = {"status": "ok"}
 
 
+class Ready:
+    """GET /readyz: ready as soon as it serves (the stand-in depends on nothing)."""
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.media = {"status": "ready"}
+
+
+class LedgerCollector(Collector):
+    """The ledger's counts as Prometheus counters, read at each scrape (one process)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._ledger.stats()
+        calls = CounterMetricFamily(
+            "herald_messageapp_calls", "POST /message calls by outcome.", labels=["outcome"]
+        )
+        calls.add_metric(["accepted"], stats["unique"])
+        calls.add_metric(["duplicate"], stats["duplicates"])
+        calls.add_metric(["failed"], self._ledger.failures)
+        yield calls
+
+
+class Metrics:
+    """GET /metrics: the calls the stand-in answered, by outcome."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._registry = CollectorRegistry()
+        self._registry.register(LedgerCollector(ledger))
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.content_type = CONTENT_TYPE_LATEST
+        resp.data = generate_latest(self._registry)
+
+
 def create_app(settings: Settings, rng: random.Random | None = None) -> App:
     """A fresh provider (empty ledger, knobs from settings) with JSON errors on every route."""
     ledger = Ledger()
@@ -169,4 +210,6 @@ def create_app(settings: Settings, rng: random.Random | None = None) -> App:
     app.add_route("/config", Config(behaviour))
     app.add_route("/reset", Reset(ledger, behaviour))
     app.add_route("/healthz", Health())
+    app.add_route("/readyz", Ready())
+    app.add_route("/metrics", Metrics(ledger))
     return app

@@ -25,6 +25,7 @@ class Ledger:
         # A dict keeps insertion order: the deliveries in the order they were first accepted.
         self._deliveries: dict[str, Delivery] = {}
         self._duplicates = 0
+        self.failures = 0  # calls answered with a simulated failure (no effect)
 
     def accept(self, delivery: Delivery) -> bool:
         """Record delivery unless its key was seen; True when it was (a duplicate, no effect)."""
@@ -52,3 +53,4 @@ class Ledger:
         """Forget every key, delivery and count."""
         self._deliveries.clear()
         self._duplicates = 0
+        self.failures = 0
