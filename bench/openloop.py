@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--post-body", type=Path, help="POST /messages with this JSON body")
     parser.add_argument("--ids", type=Path, help="GET /message/{id}/status, ids from this file")
-    parser.add_argument("--records", type=Path, help="write [id, due_ns] of each 2xx here")
+    parser.add_argument("--records", type=Path, help="write [id, due_ns, sent_ns] of each 2xx here")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     host, port = args.url.removeprefix("http://").rstrip("/").rsplit(":", 1)
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.write_text(json.dumps(summary, indent=1))
     if args.records:
         rows = [
-            [o.message_id, o.due]
+            [o.message_id, o.due, o.sent]
             for o in outcomes
             if o.message_id and o.due >= t0 + args.warmup * 1e9
         ]

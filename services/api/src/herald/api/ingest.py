@@ -33,10 +33,10 @@ Row = dict[str, Any]
 _INSERT_COLUMNS = ("id", "destination", "body", "status", "send_at", "created_at")
 # One statement text for any number of rows (columns as arrays): prepared once per connection.
 _INSERT_ROWS: LiteralString = """
-    INSERT INTO messages (id, destination, body, status, send_at, created_at, updated_at)
-    SELECT r.*, r.created_at FROM unnest(
+    INSERT INTO messages (id, destination, body, status, send_at, created_at)
+    SELECT * FROM unnest(
         %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[]
-    ) AS r(id, destination, body, status, send_at, created_at)
+    )
 """
 
 
@@ -47,16 +47,15 @@ class KeyReused(Exception):
 def _row(new: NewMessage, now: datetime) -> Row:
     due_later = new.send_at is not None and new.send_at > now
     message_id = new_id()
-    # created_at is the id's own millisecond: ids and creation times sort alike.
-    created_at = drawn_at(message_id)
     return {
         "id": message_id,
         "destination": new.destination,
         "body": new.body,
         "status": Status.SCHEDULED if due_later else Status.QUEUED,
         "send_at": new.send_at,
-        "created_at": created_at,
-        "updated_at": created_at,
+        # The id's own millisecond: ids and creation times sort alike. updated_at stays the
+        # database's clock, which every timeout of the sweeper is measured on.
+        "created_at": drawn_at(message_id),
     }
 
 
