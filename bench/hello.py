@@ -1,7 +1,7 @@
 """The hello-world baseline: Falcon answering POST with a constant 202, served like the API.
 
 It goes through the same `herald.core.web.serve` (gunicorn, worker class chosen there) with the
-same workers and threads as `herald-api`, so a change of server settings moves both figures.
+same workers and connections as `herald-api`, so a change of server settings moves both figures.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ import argparse
 
 import falcon
 
-from herald.core.settings import Settings
-from herald.core.web import App, serve
+from herald.core.green import patch_standard_library
 
 ACCEPTED = {"id": "-" * 22, "status": "queued"}  # shaped like an ingest answer
 
@@ -30,7 +29,7 @@ class Health:
         resp.media = {"status": "ok"}
 
 
-def create_app() -> App:
+def create_app() -> falcon.App[falcon.Request, falcon.Response]:
     app = falcon.App()
     app.add_route("/messages", Accept())
     app.add_route("/healthz", Health())
@@ -38,18 +37,23 @@ def create_app() -> App:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Served exactly as herald-api is: the same early gevent patch (herald.core.green).
+    patch_standard_library()
+    from herald.core.settings import Settings
+    from herald.core.web import serve
+
     settings = Settings()
     parser = argparse.ArgumentParser(prog="bench-hello", description=__doc__)
     parser.add_argument("--bind", default="127.0.0.1:8009", help="HOST:PORT (default %(default)s)")
     parser.add_argument("--workers", type=int, default=settings.api_workers)
-    parser.add_argument("--threads", type=int, default=settings.api_threads)
+    parser.add_argument("--connections", type=int, default=settings.api_connections)
     args = parser.parse_args(argv)
     serve(
         create_app,
         service="hello",
         bind=args.bind,
         workers=args.workers,
-        threads=args.threads,
+        connections=args.connections,
         settings=settings,
     )
 

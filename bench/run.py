@@ -126,8 +126,11 @@ def _meta(bench: Bench, started: datetime, facts: dict[str, Any]) -> dict[str, A
         "machine": facts | {"load_average_at_end": os.getloadavg()},
         "servers": bench.raw.pop("servers", {}),
         "gunicorn": {
-            "api": {"workers": settings.api_workers, "threads": settings.api_threads},
-            "status": {"workers": settings.status_workers, "threads": settings.status_threads},
+            "api": {"workers": settings.api_workers, "connections": settings.api_connections},
+            "status": {
+                "workers": settings.status_workers,
+                "connections": settings.status_connections,
+            },
             "worker_class": bench.raw.pop("worker_class", {}),
         },
         "log_events": {log.stem: log_events(log) for log in sorted(bench.work_dir.glob("*.log"))},

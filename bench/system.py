@@ -41,10 +41,10 @@ class ServerConfig:
     """What the API and its hello-world twin are both given; serve() derives the rest."""
 
     workers: int
-    threads: int
+    connections: int
 
     def argv(self) -> list[str]:
-        return ["--workers", str(self.workers), "--threads", str(self.threads)]
+        return ["--workers", str(self.workers), "--connections", str(self.connections)]
 
 
 @dataclass
@@ -60,11 +60,11 @@ class System:
 
     @property
     def api_config(self) -> ServerConfig:
-        return ServerConfig(self.settings.api_workers, self.settings.api_threads)
+        return ServerConfig(self.settings.api_workers, self.settings.api_connections)
 
     @property
     def status_config(self) -> ServerConfig:
-        return ServerConfig(self.settings.status_workers, self.settings.status_threads)
+        return ServerConfig(self.settings.status_workers, self.settings.status_connections)
 
     def url(self, name: str) -> str:
         return self.children[name].url

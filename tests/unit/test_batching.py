@@ -29,7 +29,7 @@ def test_items_arriving_during_a_batch_share_the_next_one() -> None:
         while not sizes:
             pass
         rest = [pool.submit(batcher.submit, i) for i in range(1, 11)]
-        while sum(len(batcher._pending[i]) for i in range(len(batcher._pending))) < 10:
+        while sum(len(items) for items, _ in batcher._pending) < 10:
             pass
         release.set()
         assert first.result() == 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import Future
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
@@ -20,6 +19,34 @@ Result = TypeVar("Result")
 
 class BatchTimeout(Exception):
     """The batch holding this item did not finish in time (its outcome is unknown)."""
+
+
+class _Outcome(Generic[Result]):
+    """One submission's results (or the batch's error), set once by the batch thread.
+
+    Lighter than a Future per item: one lock, held until the results are in, and no Condition
+    (under gevent both sides are greenlets, and this is most of what a request waits through).
+    """
+
+    __slots__ = ("_error", "_ready", "_results")
+
+    def __init__(self) -> None:
+        self._ready = threading.Lock()
+        self._ready.acquire()
+        self._results: list[Result] = []
+        self._error: BaseException | None = None
+
+    def set(self, results: list[Result], error: BaseException | None) -> None:
+        self._results, self._error = results, error
+        self._ready.release()
+
+    def wait(self, timeout: float) -> list[Result] | None:
+        """The results; None if they did not come within timeout seconds."""
+        if not self._ready.acquire(timeout=timeout):
+            return None
+        if self._error is not None:
+            raise self._error
+        return self._results
 
 
 class Batcher(Generic[Item, Result]):
@@ -37,49 +64,53 @@ class Batcher(Generic[Item, Result]):
         self._max_batch = max_batch
         self._name = name
         # Whole submissions, in arrival order: one submission is never split across batches.
-        self._pending: list[list[tuple[Item, Future[Result]]]] = []
+        self._pending: list[tuple[Sequence[Item], _Outcome[Result]]] = []
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
 
     def submit(self, item: Item) -> Result:
         """Run item in the next batch and return its result (or raise the batch's error)."""
-        return self.submit_all([item])[0]
+        return self.submit_all((item,))[0]
 
     def submit_all(self, items: Sequence[Item]) -> list[Result]:
         """Run items together, in order, in one batch (however large); their results."""
-        futures: list[Future[Result]] = [Future() for _ in items]
+        outcome: _Outcome[Result] = _Outcome()
         with self._wake:
             if self._thread is None:
                 # Started on first use, so it belongs to the process that serves (after a fork).
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
-            self._pending.append(list(zip(items, futures, strict=True)))
+            self._pending.append((items, outcome))
             self._wake.notify()
-        try:
-            return [future.result(self._wait_seconds) for future in futures]
-        except TimeoutError:
-            raise BatchTimeout(f"{self._name}: no outcome within {self._wait_seconds} s") from None
+        results = outcome.wait(self._wait_seconds)
+        if results is None:
+            raise BatchTimeout(f"{self._name}: no outcome within {self._wait_seconds} s")
+        return results
 
-    def _take(self) -> list[tuple[Item, Future[Result]]]:
+    def _take(self) -> list[tuple[Sequence[Item], _Outcome[Result]]]:
         with self._wake:
             while not self._pending:
                 self._wake.wait()
-            taken = self._pending.pop(0)
-            while self._pending and len(taken) + len(self._pending[0]) <= self._max_batch:
-                taken += self._pending.pop(0)
+            taken = [self._pending.pop(0)]
+            size = len(taken[0][0])
+            while self._pending and size + len(self._pending[0][0]) <= self._max_batch:
+                size += len(self._pending[0][0])
+                taken.append(self._pending.pop(0))
             return taken
 
     def _run(self) -> None:
         while True:
             batch = self._take()
             try:
-                results = self._handle([item for item, _ in batch])
+                results = self._handle([item for items, _ in batch for item in items])
             except Exception as error:  # the batch's failure is every caller's failure
-                for _, future in batch:
-                    future.set_exception(error)
+                for _, outcome in batch:
+                    outcome.set([], error)
                 continue
-            for (_, future), result in zip(batch, results, strict=True):
-                future.set_result(result)
+            start = 0
+            for items, outcome in batch:
+                outcome.set(list(results[start : start + len(items)]), None)
+                start += len(items)
 
 
 class AsyncBatcher(Generic[Item, Result]):

@@ -20,8 +20,8 @@ DatabaseUnavailable = (DBAPIError, PoolTimeout, BatchTimeout, psycopg.Operationa
 
 
 STATEMENT_TIMEOUT_MS = 4_000
-# How long a request waits for its batch's COMMIT before answering 503.
-WRITE_WAIT_SECONDS = 4.5
+# How long a request waits for its batch (a write's COMMIT, a read's rows) before a 503.
+BATCH_WAIT_SECONDS = 4.5
 
 
 def _connect_options(settings: Settings, statement_timeout_ms: int | None) -> dict[str, Any]:

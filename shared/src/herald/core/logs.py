@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import uuid
+import os
 from contextvars import ContextVar
 from typing import Any
 
@@ -75,7 +75,8 @@ class RequestIds:
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         given = req.get_header(REQUEST_ID_HEADER)
-        request_id = given if given and len(given) <= 128 else uuid.uuid4().hex
+        # 128 random bits as hex, like uuid4().hex, without building a UUID per request.
+        request_id = given if given and len(given) <= 128 else os.urandom(16).hex()
         req.context.request_id = request_id
         req.context.request_id_token = _request_id.set(request_id)
 

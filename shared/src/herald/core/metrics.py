@@ -6,6 +6,7 @@ CLI before it forks); a scrape of any process aggregates all of them.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,12 +88,22 @@ class HttpMetrics:
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool
     ) -> None:
         route = req.uri_template or "unmatched"
-        code = str(resp.status_code)
-        self._requests.labels(self._service, route, req.method, code).inc()
+        # A client may send any method token: only HTTP's own become label values.
+        method = req.method if req.method in falcon.COMBINED_METHODS else "other"
+        self._counter(route, method, resp.status_code).inc()
         started = getattr(req.context, "started", None)
         if started is not None:
-            elapsed = self._clock() - started
-            self._latency.labels(self._service, route, req.method).observe(elapsed)
+            self._timer(route, method).observe(self._clock() - started)
+
+    # labels() checks and formats its values and takes a lock on every call; the children, once
+    # made, are kept here by their (few) label values.
+    @functools.cache  # noqa: B019  # one middleware per process, kept for its lifetime
+    def _counter(self, route: str, method: str, code: int) -> Any:
+        return self._requests.labels(self._service, route, method, str(code))
+
+    @functools.cache  # noqa: B019  # one middleware per process, kept for its lifetime
+    def _timer(self, route: str, method: str) -> Any:
+        return self._latency.labels(self._service, route, method)
 
 
 # End to end, a message may wait out retries: its latency buckets reach into minutes.

@@ -34,10 +34,12 @@ class Settings(BaseSettings):
     # A dead Redis must not hold up an ingest answer: the row is durable, the sweeper re-enqueues.
     redis_socket_timeout: float = Field(0.5, gt=0)
 
+    # gunicorn worker processes, and the requests each serves at once (gevent greenlets; more
+    # wait in the listen backlog). Concurrent ingest requests share one commit (group commit).
     api_workers: int = Field(2, ge=1)
-    api_threads: int = Field(8, ge=1)
+    api_connections: int = Field(1000, ge=1)
     status_workers: int = Field(2, ge=1)
-    status_threads: int = Field(8, ge=1)
+    status_connections: int = Field(1000, ge=1)
 
     sender_processes: int = Field(2, ge=1)
     # Sends in flight per process (each thread waits on one): enough to keep up with a slow

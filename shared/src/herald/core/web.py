@@ -179,19 +179,26 @@ def serve(
     service: str,
     bind: str,
     workers: int,
-    threads: int,
+    connections: int,
     settings: Settings,
     extra: Iterable[tuple[str, Any]] = (),
 ) -> None:
-    """Run factory's app on gunicorn until SIGTERM/SIGINT; in-flight requests finish first."""
+    """Run factory's app on gunicorn until SIGTERM/SIGINT; in-flight requests finish first.
+
+    Each worker is gunicorn's gevent worker: a request is a greenlet, and what it waits on
+    (PostgreSQL through psycopg, Redis, the group commit's futures) is cooperative, provided
+    the process called herald.core.green.patch_standard_library() first. Chosen on
+    measurements against gthread (docs/performance.md): no OS thread switch or GIL hand-off
+    per request to meet the batch writer.
+    """
     gunicorn_util.write_error = _write_json_error
     with tempfile.TemporaryDirectory(prefix="herald-metrics-") as metrics_dir:
         use_multiprocess_dir(settings, metrics_dir)
         options: dict[str, Any] = {
             "bind": bind,
             "workers": workers,
-            "threads": threads,
-            "worker_class": "gthread" if threads > 1 else "sync",
+            "worker_class": "gevent",
+            "worker_connections": connections,
             # Leave well inside the deployables' shutdown bound (provider timeout + 5 s).
             "graceful_timeout": 4,
             # Longer than any proxy's idle timeout (nginx upstream keepalive: 60 s), so the
@@ -217,19 +224,24 @@ def http_main(
     build: Callable[[Settings], App],
     pool: Callable[[Settings], tuple[int, int]],
 ) -> None:
-    """The command line of an HTTP deployable: --bind, --workers, --threads, then serve()."""
+    """The command line of an HTTP deployable: --bind, --workers, --connections, then serve()."""
     settings = Settings()
-    workers, threads = pool(settings)
+    workers, connections = pool(settings)
     parser = argparse.ArgumentParser(prog=f"herald-{service}", description=description)
     parser.add_argument("--bind", default=default_bind, help="HOST:PORT (default %(default)s)")
-    parser.add_argument("--workers", type=int, default=workers, help="(default %(default)s)")
-    parser.add_argument("--threads", type=int, default=threads, help="(default %(default)s)")
+    parser.add_argument(
+        "--workers", type=int, default=workers, help="processes (default %(default)s)"
+    )
+    parser.add_argument(
+        "--connections", type=int, default=connections,
+        help="requests served at once per process (default %(default)s)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     serve(
         lambda: build(settings),
         service=service,
         bind=args.bind,
         workers=args.workers,
-        threads=args.threads,
+        connections=args.connections,
         settings=settings,
     )

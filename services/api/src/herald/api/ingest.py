@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine, insert, select
 from herald.core import idempotency, transitions
 from herald.core.batching import Batcher
 from herald.core.broker import enqueue_sends
-from herald.core.db import WRITE_WAIT_SECONDS, DirectConnection
+from herald.core.db import BATCH_WAIT_SECONDS, DirectConnection
 from herald.core.ids import drawn_at, new_id
 from herald.core.schemas import MAX_BATCH_ITEMS, Accepted, NewBatch, NewMessage
 from herald.core.settings import Settings
@@ -76,7 +76,7 @@ class Ingest:
         self._broker = broker
         self._writer_conn = DirectConnection(settings)
         self._writer: Batcher[Row, None] = Batcher(
-            self._write, MAX_BATCH_ITEMS, "ingest-writer", wait_seconds=WRITE_WAIT_SECONDS
+            self._write, MAX_BATCH_ITEMS, "ingest-writer", wait_seconds=BATCH_WAIT_SECONDS
         )
 
     def accept(self, new: NewMessage, key: str | None = None) -> Accepted:
