@@ -35,12 +35,21 @@ RETRY_AFTER_SECONDS = 1
 DRAIN_BYTES = 1024 * 1024
 
 
-def json_error(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
-    """Every error is JSON with a title and a description, the framework's own 404/405 included."""
-    if req.content_length is not None and req.content_length <= DRAIN_BYTES:
-        _drain(req)
+def json_error_body(req: Any, resp: Any, error: falcon.HTTPError) -> None:
+    """Every error is JSON with a title and a description, the framework's own 404/405 included.
+
+    Falcon's error serializer for WSGI and ASGI apps alike (an ASGI server drains an unread
+    body itself); the WSGI deployables use json_error.
+    """
     resp.content_type = falcon.MEDIA_JSON
     resp.media = {"title": error.title, "description": error.description or error.title}
+
+
+def json_error(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
+    """json_error_body, after reading and dropping a small unread body (keep-alive stays usable)."""
+    if req.content_length is not None and req.content_length <= DRAIN_BYTES:
+        _drain(req)
+    json_error_body(req, resp, error)
 
 
 def _drain(req: falcon.Request) -> None:
