@@ -5,7 +5,7 @@ import time
 
 from sqlalchemy import Engine, text
 
-from herald.core.db import AsyncDirectConnection, DirectConnection
+from herald.core.db import AsyncDirectConnection, DirectConnection, make_engine
 from herald.core.settings import Settings
 
 BACKEND_PID = "SELECT pg_backend_pid()"
@@ -55,3 +55,18 @@ def test_the_async_connection_also_replaces_a_session_the_server_ended(
 
     first, second = asyncio.run(main())
     assert second != first
+
+
+def test_every_spelling_of_the_database_url_reaches_both_kinds_of_connection(
+    settings: Settings,
+) -> None:
+    location = str(settings.database_url).split("://", 1)[1]
+    for scheme in ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2"):
+        spelled = settings.model_copy(update={"database_url": f"{scheme}://{location}"})
+        direct = DirectConnection(spelled)
+        assert direct.execute("SELECT 1", ()).fetchone() == (1,)
+        direct.close()
+        engine = make_engine(spelled)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT 1")).scalar() == 1
+        engine.dispose()

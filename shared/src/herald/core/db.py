@@ -36,7 +36,7 @@ def _connect_options(settings: Settings, statement_timeout_ms: int | None) -> di
     if statement_timeout_ms is not None:
         # A hung server must not hold a request past the 5 s the contract allows.
         ours.append(f"-c statement_timeout={statement_timeout_ms}")
-    theirs = str(conninfo_to_dict(str(settings.database_url)).get("options") or "")
+    theirs = str(conninfo_to_dict(settings.libpq_url).get("options") or "")
     return {
         "connect_timeout": max(1, round(settings.db_connect_timeout)),
         "options": " ".join([theirs, *ours]).strip(),
@@ -64,7 +64,7 @@ def make_engine(
 
 def _direct_conninfo(settings: Settings) -> str:
     return make_conninfo(
-        str(settings.database_url), **_connect_options(settings, STATEMENT_TIMEOUT_MS)
+        settings.libpq_url, **_connect_options(settings, STATEMENT_TIMEOUT_MS)
     )
 
 

@@ -57,10 +57,20 @@ class Settings(BaseSettings):
 
     @property
     def sqlalchemy_url(self) -> str:
-        """The database URL with the psycopg 3 driver, whatever scheme the operator wrote."""
-        url = str(self.database_url)
-        scheme, rest = url.split("://", 1)
-        return f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else url
+        """The database URL with the psycopg 3 driver, whatever driver the operator wrote."""
+        return f"postgresql+psycopg://{self._database_location}"
+
+    @property
+    def libpq_url(self) -> str:
+        """The database URL as libpq (psycopg's own connections) reads it: no driver name.
+
+        Operators write SQLAlchemy's form (postgresql+psycopg://) as often as libpq's.
+        """
+        return f"postgresql://{self._database_location}"
+
+    @property
+    def _database_location(self) -> str:
+        return str(self.database_url).split("://", 1)[1]
 
     def child_environment(self, **extra: str) -> dict[str, str]:
         """The environment of a child process run with these settings: this process's, minus
