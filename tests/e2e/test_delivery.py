@@ -236,7 +236,9 @@ def test_sigterm_to_the_sender_group_finishes_in_flight_sends_and_loses_nothing(
     configure_provider(idle_stack, latency_ms=300)
     # As one queue message each, or as one batch: a stopping worker hands back what it has not
     # started of a batch.
-    ids = post_all(idle_stack, 30)
+    # 4 sends in flight at 300 ms drain 120 in 9 s: far more than a slow start of the sender
+    # on a loaded machine (its health check can answer seconds after its first sends).
+    ids = post_all(idle_stack, 120)
     sender = idle_stack.start_sender(processes=1, threads=4)
     wait_for(lambda: provider_stats(idle_stack)["unique"] >= 4, 20, "first deliveries")
     started = time.monotonic()
@@ -258,7 +260,7 @@ def test_sigterm_to_the_sender_group_finishes_in_flight_sends_and_loses_nothing(
     idle_stack.start_sender()
     for message_id in ids:
         idle_stack.wait_status(message_id, "sent")
-    assert provider_stats(idle_stack) == {"received": 30, "unique": 30, "duplicates": 0}
+    assert provider_stats(idle_stack) == {"received": 120, "unique": 120, "duplicates": 0}
 
 
 def test_sender_metrics_count_outcomes_and_show_the_backlog(stack: Stack) -> None:

@@ -13,7 +13,8 @@ BACKEND_PID = "SELECT pg_backend_pid()"
 
 def _end_session(engine: Engine, pid: int) -> None:
     """What a restart does to every session: the server ends it (FATAL, then close)."""
-    with engine.connect() as admin:
+    # Autocommit: within one transaction pg_stat_activity is a snapshot that never changes.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as admin:
         admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
