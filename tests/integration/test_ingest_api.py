@@ -85,6 +85,28 @@ def test_every_rfc_3339_offset_and_form_is_stored_as_its_utc_instant(
     assert stored == datetime.fromisoformat(instant)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        'quotes " and \\ backslashes',
+        "tab\tnew\nline\rcontrol\x01\x1f del\x7f",
+        "é ü 中文 emoji 🎉 separators \u2028\u2029 bom \ufeff",
+        "x" * MAX_BODY_CHARS,
+    ],
+)
+def test_every_text_is_stored_exactly_as_sent(
+    client: falcon.testing.TestClient, engine: Engine, text: str
+) -> None:
+    single = _post(client, {"destination": text[:MAX_DESTINATION_CHARS], "body": text})
+    batch = client.simulate_post(
+        "/messages/batch", json={"messages": [{"destination": "d", "body": text}]}
+    )
+    ids = [single.json["id"], batch.json["messages"][0]["id"]]
+    with engine.connect() as conn:
+        rows = conn.execute(select(messages.c.body).where(messages.c.id.in_(ids))).scalars()
+        assert list(rows) == [text, text]
+
+
 def test_created_at_is_the_millisecond_the_id_encodes(
     client: falcon.testing.TestClient, engine: Engine
 ) -> None:

@@ -63,9 +63,7 @@ def make_engine(
 
 
 def _direct_conninfo(settings: Settings) -> str:
-    return make_conninfo(
-        settings.libpq_url, **_connect_options(settings, STATEMENT_TIMEOUT_MS)
-    )
+    return make_conninfo(settings.libpq_url, **_connect_options(settings, STATEMENT_TIMEOUT_MS))
 
 
 def _ended_by_server(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:

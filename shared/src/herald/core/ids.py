@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import secrets
 import threading
@@ -16,12 +17,19 @@ ID_LENGTH = TIME_DIGITS + RANDOM_DIGITS
 ID_PATTERN = re.compile(rf"[{re.escape(ALPHABET)}]{{{ID_LENGTH}}}")
 
 
-def _encode(value: int, digits: int) -> str:
-    out = []
-    for _ in range(digits):
-        value, digit = divmod(value, 64)
-        out.append(ALPHABET[digit])
-    return "".join(reversed(out))
+# Base 64 is done by the standard codec, then mapped digit for digit onto ALPHABET.
+_STANDARD = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_TO_ALPHABET = bytes.maketrans(_STANDARD, ALPHABET.encode())
+_FROM_ALPHABET = bytes.maketrans(ALPHABET.encode(), _STANDARD)
+# The id's 132 bits, shifted to a whole number of bytes that base 64 encodes without padding.
+_PAD_BITS = 12
+_ID_BYTES = (6 * ID_LENGTH + _PAD_BITS) // 8
+
+
+def _encode(millis: int, random: int) -> str:
+    value = (millis << 6 * RANDOM_DIGITS | random) << _PAD_BITS
+    digits = base64.b64encode(value.to_bytes(_ID_BYTES, "big")).translate(_TO_ALPHABET)
+    return digits[:ID_LENGTH].decode("ascii")
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -51,20 +59,19 @@ def new_id(now_ms: int | None = None) -> str:
             # Past the range (a million ids in one millisecond): a fresh start, unordered.
             random = stepped if stepped < 1 << _RANDOM_BITS else random
         _last = (millis, random)
-    return _encode(millis, TIME_DIGITS) + _encode(random, RANDOM_DIGITS)
+    return _encode(millis, random)
 
 
 def drawn_at(message_id: str) -> datetime:
     """The millisecond an id was drawn at (its first TIME_DIGITS digits), in UTC."""
-    millis = 0
-    for char in message_id[:TIME_DIGITS]:
-        millis = millis * 64 + ALPHABET.index(char)
-    return _EPOCH + timedelta(milliseconds=millis)
+    # TIME_DIGITS digits are exactly 6 bytes: no padding to add or strip.
+    raw = base64.b64decode(message_id[:TIME_DIGITS].encode("ascii").translate(_FROM_ALPHABET))
+    return _EPOCH + timedelta(milliseconds=int.from_bytes(raw, "big"))
 
 
 def first_id_at(when: datetime) -> str:
     """The smallest id that can be drawn at `when`'s millisecond: time windows as id ranges."""
-    return _encode(int(when.timestamp() * 1000), TIME_DIGITS) + ALPHABET[0] * RANDOM_DIGITS
+    return _encode(int(when.timestamp() * 1000), 0)
 
 
 def is_valid_id(candidate: str) -> bool:

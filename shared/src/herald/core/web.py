@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import falcon
+import orjson
 from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 from gunicorn.http.errors import InvalidHeader, ParseException
@@ -24,6 +25,8 @@ from herald.core.metrics import HttpMetrics, MetricsResource, mark_dead, use_mul
 from herald.core.settings import Settings
 
 log = logging.getLogger(__name__)
+
+ORJSON = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
 
 # Seconds a client should wait before trying again after a 503.
 RETRY_AFTER_SECONDS = 1
@@ -153,6 +156,8 @@ def create_base_app(service: str, checks: dict[str, Check]) -> App:
     """A Falcon app with JSON errors, 503 on database outages, metrics and health routes."""
     app = falcon.App(middleware=(RequestIds(), HttpMetrics(service)))
     app.set_error_serializer(json_error)
+    # Answers serialized by orjson (several times faster than the standard library's json).
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = ORJSON
     app.add_error_handler(DatabaseUnavailable, _database_unavailable)
     # One handler for every schema violation, of a body or of a query: 422.
     app.add_error_handler(ValidationError, _unprocessable)

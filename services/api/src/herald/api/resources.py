@@ -62,7 +62,7 @@ class Messages:
             ) from None
         resp.status = falcon.HTTP_202
         resp.location = status_path(accepted.id)
-        resp.media = accepted.model_dump(mode="json")
+        resp.media = {"id": accepted.id, "status": accepted.status.value}
 
 
 class MessagesBatch:

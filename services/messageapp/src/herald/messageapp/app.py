@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from herald.core.settings import Settings
-from herald.core.web import json_error_body
+from herald.core.web import ORJSON, json_error_body
 from herald.messageapp.behaviour import Behaviour, InvalidKnobs, Plan
 from herald.messageapp.ledger import Delivery, Ledger
 
@@ -202,8 +202,7 @@ def create_app(settings: Settings, rng: random.Random | None = None) -> App:
     behaviour = Behaviour(settings, rng)
     app: App = falcon.asgi.App()
     app.set_error_serializer(json_error_body)
-    json = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
-    app.resp_options.media_handlers[falcon.MEDIA_JSON] = json
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = ORJSON
     app.add_route("/message", Message(ledger, behaviour))
     app.add_route("/stats", Stats(ledger))
     app.add_route("/messages", Messages(ledger))
