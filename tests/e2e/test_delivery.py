@@ -263,6 +263,23 @@ def test_sigterm_to_the_sender_group_finishes_in_flight_sends_and_loses_nothing(
     assert provider_stats(idle_stack) == {"received": 120, "unique": 120, "duplicates": 0}
 
 
+def test_a_worker_holds_no_more_queue_messages_than_its_threads(idle_stack: Stack) -> None:
+    # Dramatiq's default would fetch twice as many: a batch's worth of ids each, kept from
+    # every other process and from pods the HPA adds.
+    configure_provider(idle_stack, latency_ms=300)
+    ids = post_singly(idle_stack, 12)
+    idle_stack.start_sender(processes=1, threads=2)
+    wait_for(lambda: provider_stats(idle_stack)["unique"] >= 1, 20, "first deliveries")
+    depth = queue_depth(
+        make_broker(idle_stack.settings).client, idle_stack.settings.redis_namespace, SEND_QUEUE
+    )
+    assert depth["in_progress"] <= 2
+    assert depth["waiting"] >= 12 - 2 - provider_stats(idle_stack)["unique"]
+    configure_provider(idle_stack, latency_ms=0)
+    for message_id in ids:
+        idle_stack.wait_status(message_id, "sent")
+
+
 def test_sender_metrics_count_outcomes_and_show_the_backlog(stack: Stack) -> None:
     configure_provider(stack, fail_next=1, fail_status=503)
     message_id = post(stack)
