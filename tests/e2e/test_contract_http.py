@@ -84,6 +84,25 @@ def test_framework_404_and_405_are_json(stack: Stack, service: str) -> None:
     _check(HTTP.delete(f"{base}/healthz"), 405)
 
 
+def test_head_answers_like_get_without_a_body(stack: Stack) -> None:
+    message_id = HTTP.post(f"{stack.api}/messages", json={"destination": "d", "body": "b"}).json()[
+        "id"
+    ]
+    for url in [
+        f"{stack.status}/message/{message_id}/status",
+        f"{stack.status}/message/{message_id}",
+        f"{stack.status}/message/list?status=queued",
+        f"{stack.status}/healthz",
+        f"{stack.api}/readyz",
+        f"{stack.api}/metrics",
+    ]:
+        head, get = HTTP.head(url), HTTP.get(url)
+        assert (head.status_code, head.content) == (get.status_code, b""), url
+        assert head.headers["content-type"] == get.headers["content-type"]
+    missing = HTTP.head(f"{stack.status}/message/-P77H0heo8YbSL83y6dCQL/status")
+    assert (missing.status_code, missing.headers["content-type"]) == (404, "application/json")
+
+
 def test_status_service_has_no_write_routes(stack: Stack) -> None:
     _check(HTTP.post(f"{stack.status}/message/-P77H0heo8YbSL83y6dCQL/status"), 405)
 

@@ -60,6 +60,8 @@ class MetricsResource:
         resp.content_type = CONTENT_TYPE_LATEST
         resp.data = exposition()
 
+    on_head = on_get  # HEAD: the same answer without its body
+
 
 class HttpMetrics:
     """Falcon middleware counting requests and timing them, by route template, method and code."""

@@ -123,6 +123,8 @@ class Health:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = {"status": "ok"}
 
+    on_head = on_get  # HEAD: the same answer without its body
+
 
 def unreachable(checks: dict[str, Check]) -> list[str]:
     """The names of the dependencies whose check fails now."""
@@ -150,6 +152,8 @@ class Ready:
                 retry_after=RETRY_AFTER_SECONDS,
             )
         resp.media = {"status": "ready"}
+
+    on_head = on_get  # HEAD: the same answer without its body
 
 
 def create_base_app(service: str, checks: dict[str, Check]) -> App:

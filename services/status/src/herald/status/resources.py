@@ -27,6 +27,8 @@ class MessageStatus:
             raise _not_found(message_id)
         resp.media = {"status": status.value}
 
+    on_head = on_get  # HEAD: the same answer without its body
+
 
 class MessageDetail:
     """GET /message/{id}: the full record."""
@@ -40,6 +42,8 @@ class MessageDetail:
             raise _not_found(message_id)
         resp.media = record.model_dump(mode="json")
 
+    on_head = on_get  # HEAD: the same answer without its body
+
 
 class MessageList:
     """GET /message/list: operators find messages (failed ones first of all) to act on."""
@@ -50,3 +54,5 @@ class MessageList:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         query = ListQuery.model_validate(req.params)
         resp.media = list_messages(self._engine, query).model_dump(mode="json")
+
+    on_head = on_get  # HEAD: the same answer without its body
