@@ -27,6 +27,11 @@ def status_path(message_id: str) -> str:
     return f"/message/{message_id}/status"
 
 
+def _answer(accepted: Accepted) -> dict[str, str]:
+    """The JSON of every accepting answer: {"id", "status"} (built directly: no model_dump)."""
+    return {"id": accepted.id, "status": accepted.status.value}
+
+
 def _not_found(message_id: str) -> falcon.HTTPNotFound:
     return falcon.HTTPNotFound(title="Unknown message", description=f"no message {message_id!r}")
 
@@ -62,7 +67,7 @@ class Messages:
             ) from None
         resp.status = falcon.HTTP_202
         resp.location = status_path(accepted.id)
-        resp.media = {"id": accepted.id, "status": accepted.status.value}
+        resp.media = _answer(accepted)
 
 
 class MessagesBatch:
@@ -75,7 +80,7 @@ class MessagesBatch:
         batch = read_body(req, NewBatch, MAX_BATCH_REQUEST_BYTES)
         accepted = self._ingest.accept_batch(batch)
         resp.status = falcon.HTTP_202
-        resp.media = {"messages": [item.model_dump(mode="json") for item in accepted]}
+        resp.media = {"messages": [_answer(item) for item in accepted]}
 
 
 class Cancel:
@@ -90,7 +95,7 @@ class Cancel:
         moved, status = self._ingest.cancel(message_id)
         if not moved:
             raise _conflict(message_id, "cancel", status)
-        resp.media = Accepted(id=message_id, status=Status.CANCELED).model_dump(mode="json")
+        resp.media = _answer(Accepted(id=message_id, status=Status.CANCELED))
 
 
 class Retry:
@@ -107,4 +112,4 @@ class Retry:
             raise _conflict(message_id, "retry", status)
         resp.status = falcon.HTTP_202
         resp.location = status_path(message_id)
-        resp.media = Accepted(id=message_id, status=Status.QUEUED).model_dump(mode="json")
+        resp.media = _answer(Accepted(id=message_id, status=Status.QUEUED))
