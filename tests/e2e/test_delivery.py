@@ -253,7 +253,7 @@ def test_sigterm_to_the_sender_group_finishes_in_flight_sends_and_loses_nothing(
     # holds exactly the messages still queued, none held by the stopped worker.
     client = make_broker(idle_stack.settings).client
     namespace = idle_stack.settings.redis_namespace
-    depth = queue_depth(client, namespace, SEND_QUEUE)
+    depth = queue_depth(client, namespace, SEND_QUEUE, 60)
     assert depth["in_progress"] == depth["orphaned"] == 0
     assert depth["waiting"] == statuses.count("queued") > 0
     configure_provider(idle_stack, latency_ms=0)
@@ -271,7 +271,7 @@ def test_a_worker_holds_no_more_queue_messages_than_its_threads(idle_stack: Stac
     idle_stack.start_sender(processes=1, threads=2)
     wait_for(lambda: provider_stats(idle_stack)["unique"] >= 1, 20, "first deliveries")
     depth = queue_depth(
-        make_broker(idle_stack.settings).client, idle_stack.settings.redis_namespace, SEND_QUEUE
+        make_broker(idle_stack.settings).client, idle_stack.settings.redis_namespace, SEND_QUEUE, 60
     )
     assert depth["in_progress"] <= 2
     assert depth["waiting"] >= 12 - 2 - provider_stats(idle_stack)["unique"]

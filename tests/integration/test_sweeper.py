@@ -1,5 +1,6 @@
 """The sweeper on real PostgreSQL and Redis: promotion, lost and abandoned sends, one at a time."""
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -7,11 +8,12 @@ from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import Engine, insert, select, text
 
 from herald.core.broker import SEND_QUEUE
+from herald.core.db import make_engine
 from herald.core.ids import new_id
 from herald.core.settings import Settings
 from herald.core.statuses import Status
 from herald.core.tables import messages
-from herald.sender.sweeper import LOCK_KEY, Leadership, Sweeper
+from herald.sender.sweeper import LOCK_KEY, PURGE_BATCH, PURGE_BATCHES, Leadership, Sweeper
 from tests.conftest import queued_ids
 
 
@@ -103,8 +105,8 @@ def test_terminal_rows_are_never_touched(sweeper: Sweeper, engine: Engine) -> No
     assert sweeper.sweep() == 0
 
 
-def test_only_one_sweeper_leads_and_another_takes_over_when_it_goes(engine: Engine) -> None:
-    first, second = Leadership(engine), Leadership(engine)
+def test_only_one_sweeper_leads_and_another_takes_over_when_it_goes(settings: Settings) -> None:
+    first, second = Leadership(settings), Leadership(settings)
     assert first.held()
     assert first.held()  # and keeps leading
     assert not second.held()
@@ -113,8 +115,8 @@ def test_only_one_sweeper_leads_and_another_takes_over_when_it_goes(engine: Engi
     second.release()
 
 
-def test_the_lock_goes_with_a_dead_leader_session(engine: Engine) -> None:
-    leader, other = Leadership(engine), Leadership(engine)
+def test_the_lock_goes_with_a_dead_leader_session(settings: Settings, engine: Engine) -> None:
+    leader, other = Leadership(settings), Leadership(settings)
     assert leader.held()
     with engine.connect() as admin:
         admin.execute(
@@ -140,8 +142,10 @@ def test_backlog_counts_queue_states_and_pending_statuses(
     enqueue_send(broker, "a")
     enqueue_send(broker, "b")
     enqueue_send(broker, "c", delay_ms=60_000)
-    depth = queue_depth(broker.client, settings.redis_namespace, SEND_QUEUE)
-    assert depth == {"waiting": 2, "delayed": 1, "dead": 0, "in_progress": 0, "orphaned": 0}
+    depth = queue_depth(broker.client, settings.redis_namespace, SEND_QUEUE, 60)
+    assert depth == {
+        "waiting": 2, "delayed": 1, "dead": 0, "in_progress": 0, "lost": 0, "orphaned": 0
+    }  # fmt: skip
     counts = pending_counts(engine)
     assert counts == {
         Status.SCHEDULED: 1, Status.QUEUED: 2, Status.RETRYING: 1, Status.SENDING: 0
@@ -157,7 +161,7 @@ def test_queue_depth_counts_every_id_of_a_batch(broker: RedisBroker, settings: S
     dead_letter(broker, "gone")
     assert broker.client.llen(f"{settings.redis_namespace}:{SEND_QUEUE}") == 2
     assert queued_ids(broker) == ids
-    depth = queue_depth(broker.client, settings.redis_namespace, SEND_QUEUE)
+    depth = queue_depth(broker.client, settings.redis_namespace, SEND_QUEUE, 60)
     assert (depth["waiting"], depth["dead"]) == (len(ids), 1)
 
 
@@ -181,7 +185,7 @@ def test_expired_idempotency_keys_are_forgotten(sweeper: Sweeper, engine: Engine
                 "('old', 'x', 'f', now() - interval '25 hours'), ('new', 'y', 'f', now())"
             )
         )
-    sweeper.sweep()
+    assert sweeper.purge() == 1
     with engine.connect() as conn:
         keys = conn.execute(text("SELECT key FROM idempotency_keys")).scalars().all()
     assert keys == ["new"]
@@ -224,3 +228,106 @@ def test_a_backlog_whose_messages_wait_in_redis_is_not_enqueued_twice(
     # that was not the lost one, the count is even until the backlog drains, then it is.
     assert sweeper.sweep() == 1
     assert len(queued_ids(broker)) == 4
+
+
+def _expired_keys(engine: Engine, count: int) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE idempotency_keys"))
+        conn.execute(
+            text(
+                "INSERT INTO idempotency_keys (key, message_id, fingerprint, created_at) "
+                "SELECT 'k' || g, 'm', 'f', now() - interval '25 hours' - g * interval '1 ms' "
+                "FROM generate_series(1, :count) g"
+            ),
+            {"count": count},
+        )
+
+
+def test_recovery_commits_however_many_expired_keys_await_their_purge(
+    settings: Settings, engine: Engine, broker: RedisBroker
+) -> None:
+    # A day of heavy keyed traffic leaves more expired keys than one statement may delete
+    # within its timeout; that must never roll the recovery of lost sends back with it.
+    # Measured here: one DELETE of 400k keys ~120 ms, a batch of PURGE_BATCH ~3 ms.
+    _expired_keys(engine, 400_000)
+    lost = _row(engine, Status.QUEUED, age_s=120)
+    tight = make_engine(settings, pool_size=1, statement_timeout_ms=40)
+    try:
+        sweeper = Sweeper(settings.model_copy(update={"stuck_after": 30.0}), tight, broker)
+        assert sweeper.sweep() == 1
+        assert queued_ids(broker) == [lost]
+        # The purge goes a small batch per transaction, each well within the timeout.
+        assert sweeper.purge() == PURGE_BATCH * PURGE_BATCHES
+    finally:
+        tight.dispose()
+    with engine.connect() as conn:
+        left = conn.execute(text("SELECT count(*) FROM idempotency_keys")).scalar()
+    assert left == 400_000 - PURGE_BATCH * PURGE_BATCHES
+
+
+def test_a_batch_dramatiq_enqueues_again_still_counts_every_id(
+    broker: RedisBroker, settings: Settings
+) -> None:
+    # Retries re-enqueues a whole failed batch (PostgreSQL down before its claims) with a fresh
+    # Redis message id: the backlog must still see all its ids, not one.
+    from dramatiq import Message
+
+    from herald.core.broker import SEND_BATCH_ACTOR, SEND_BATCH_MAX
+    from herald.sender.backlog import queue_depth
+
+    ids = [f"m{i}" for i in range(SEND_BATCH_MAX)]
+    batch: Message[None] = Message(
+        queue_name=SEND_QUEUE, actor_name=SEND_BATCH_ACTOR, args=(ids,), kwargs={}, options={}
+    )
+    broker.enqueue(batch, delay=60_000)
+    broker.enqueue(batch)
+    depth = queue_depth(broker.client, settings.redis_namespace, SEND_QUEUE, 60)
+    assert (depth["delayed"], depth["waiting"]) == (SEND_BATCH_MAX, SEND_BATCH_MAX)
+
+
+def test_a_retry_a_live_worker_dropped_from_its_delay_queue_is_swept(
+    settings: Settings, engine: Engine, broker: RedisBroker
+) -> None:
+    # Dramatiq empties a worker's in-memory delay queue on a Redis connection error, while the
+    # retry's entry stays in that live worker's ack set: no consumer will ever deliver it.
+    from herald.core.broker import enqueue_send
+    from herald.sender.backlog import queue_depth
+
+    quick = settings.model_copy(update={"stuck_after": 0.5, "max_backoff_ms": 500})
+    retrying = _row(engine, Status.RETRYING, age_s=10)
+    enqueue_send(broker, retrying, delay_ms=1, retries=1)
+    delays = broker.consume(f"{SEND_QUEUE}.DQ", prefetch=10)
+    try:
+        held = next(delays)  # now in this live worker's memory and its ack set only
+        assert held is not None
+        assert held.options["eta"] > 0
+        # Dropped: never forwarded, never acknowledged. Past its eta by more than stuck_after:
+        time.sleep(0.6)
+        depth = queue_depth(broker.client, settings.redis_namespace, SEND_QUEUE, 0.5)
+        assert (depth["delayed"], depth["lost"]) == (0, 1)
+        assert Sweeper(quick, engine, broker).sweep() == 1
+        assert queued_ids(broker) == [retrying]
+    finally:
+        delays.close()
+
+
+def test_acks_a_consumer_could_not_send_go_with_the_next_one(broker: RedisBroker) -> None:
+    # After a Redis error Dramatiq replaces its consumer: the acks the old one had noted must
+    # not vanish with it, or their messages stay in this live worker's ack set for good.
+    from herald.core.broker import enqueue_sends
+    from herald.sender.backlog import queue_depth
+
+    enqueue_sends(broker, ["a"])
+    first = broker.consume(SEND_QUEUE, prefetch=1)
+    message = next(first)
+    assert message is not None
+    first.ack(message)  # noted, not yet sent; the consumer is then dropped without closing
+    depth = queue_depth(broker.client, broker.namespace, SEND_QUEUE, 60)
+    assert depth["in_progress"] == 1
+    second = broker.consume(SEND_QUEUE, prefetch=1)
+    try:
+        assert next(second) is None
+    finally:
+        second.close()
+    depth = queue_depth(broker.client, broker.namespace, SEND_QUEUE, 60)
+    assert depth["in_progress"] == 0

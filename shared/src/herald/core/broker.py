@@ -61,6 +61,10 @@ class PollingBroker(RedisBroker):
     def __init__(self, *, poll_ms: int, **options: Any) -> None:
         super().__init__(**options)  # type: ignore[no-untyped-call]  # Dramatiq is untyped here
         self.poll_ms = poll_ms
+        # Acks noted but not yet sent, by queue. Kept here, not in a consumer: after a Redis
+        # error Dramatiq makes a new consumer, which sends what the old one could not.
+        self.pending_acks: dict[str, list[str]] = {}
+        self.pending_acks_lock = threading.Lock()
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
         if queue_name.endswith(".DQ"):
@@ -74,8 +78,11 @@ class _AckingConsumer(_RedisConsumer):
     Dramatiq acknowledges each message with its own Redis round trip, from the worker thread
     that processed it. Here a worker thread only notes the ack; the consumer thread sends all
     the noted acks in one pipeline before each fetch, and when it closes (after the worker
-    threads stopped). An ack lost with a killed process only means Dramatiq delivers that
-    message again after its heartbeat timeout, and the claim turns the copy away.
+    threads stopped). Acks that Redis did not take (an error or a timeout) stay noted on the
+    broker for the next flush, by this consumer or the one Dramatiq makes after the error: a
+    lost ack would leave its message in this live worker's ack set for good, counted as held.
+    An ack lost with a killed process only means Dramatiq delivers that message again after
+    its heartbeat timeout, and the claim turns the copy away.
     """
 
     def __init__(
@@ -93,24 +100,25 @@ class _AckingConsumer(_RedisConsumer):
         socket_timeout = broker.client.connection_pool.connection_kwargs.get("socket_timeout")
         self._wait_s = min(timeout / 1000, (socket_timeout or 1.0) / 2)
         self._wake = wake_key(broker.namespace) if wake else None
-        self._acks: list[str] = []
-        self._acks_lock = threading.Lock()
+        self._broker = broker
 
     def ack(self, message: MessageProxy) -> None:
-        with self._acks_lock:
-            self._acks.append(message.options["redis_message_id"])
+        with self._broker.pending_acks_lock:
+            acks = self._broker.pending_acks.setdefault(self.queue_name, [])
+            acks.append(message.options["redis_message_id"])
         self.queued_message_ids.discard(message.message_id)
 
     def flush_acks(self) -> None:
-        with self._acks_lock:
-            acks, self._acks = self._acks, []
+        with self._broker.pending_acks_lock:
+            acks = self._broker.pending_acks.pop(self.queue_name, [])
         if not acks:
             return
         try:
             dispatch_pipelined(self.broker, "ack", self.queue_name, [[ack] for ack in acks])
-        except redis.ConnectionError as error:
-            with self._acks_lock:
-                self._acks[:0] = acks  # sent with the next flush, once Redis is back
+        except redis.RedisError as error:  # a timeout as much as a broken connection
+            with self._broker.pending_acks_lock:
+                # Sent with the next flush, once Redis is back (an ack sent twice is a no-op).
+                self._broker.pending_acks.setdefault(self.queue_name, [])[:0] = acks
             raise ConnectionClosed(error) from None  # type: ignore[no-untyped-call]
 
     def __next__(self) -> MessageProxy | None:
@@ -137,6 +145,19 @@ class _AckingConsumer(_RedisConsumer):
             super().close()
 
 
+class CountedIds(dramatiq.Middleware):
+    """Gives a send_messages batch a Redis message id that says how many ids it carries.
+
+    However the batch is enqueued: by enqueue_sends, or again by Dramatiq itself (Retries after
+    the whole batch failed, a delay ending), which draws a fresh plain uuid each time. Without
+    the count the backlog gauges and the sweeper would take a batch of 64 for one message.
+    """
+
+    def before_enqueue(self, broker: dramatiq.Broker, message: Message[Any], delay: Any) -> None:
+        if message.actor_name == SEND_BATCH_ACTOR:
+            message.options["redis_message_id"] = counted_id(len(message.args[0]))
+
+
 def make_broker(settings: Settings) -> PollingBroker:
     """A broker with the retry policy from settings and SEND_QUEUE declared."""
     broker = PollingBroker(
@@ -150,6 +171,7 @@ def make_broker(settings: Settings) -> PollingBroker:
                 max_backoff=settings.max_backoff_ms,
             ),
             CurrentMessage(),
+            CountedIds(),
         ],
     )
     broker.declare_queue(SEND_QUEUE)
@@ -191,9 +213,9 @@ def enqueue_sends(broker: RedisBroker, message_ids: list[str]) -> None:
         chunk = message_ids[start : start + SEND_BATCH_MAX]
         message: dramatiq.Message[None] = dramatiq.Message(
             queue_name=SEND_QUEUE, actor_name=SEND_BATCH_ACTOR, args=(chunk,), kwargs={},
-            options={"redis_message_id": counted_id(len(chunk))},
+            options={},
         )  # fmt: skip
-        broker.emit_before("enqueue", message, None)
+        broker.emit_before("enqueue", message, None)  # CountedIds names it
         arguments.append([message.options["redis_message_id"], message.encode()])
     dispatch_pipelined(broker, "enqueue", SEND_QUEUE, arguments, wake=wake_key(broker.namespace))
 

@@ -66,6 +66,32 @@ def _direct_conninfo(settings: Settings) -> str:
     return make_conninfo(settings.libpq_url, **_connect_options(settings, STATEMENT_TIMEOUT_MS))
 
 
+def watched_conninfo(settings: Settings, silent_after_s: float) -> str:
+    """libpq settings for a session that ends within about silent_after_s of its client going
+    silent: frozen (idle_session_timeout), or cut off (TCP keepalives and tcp_user_timeout, on
+    both ends). A session lock held on it, such as the sweepers' leadership, goes with it.
+
+    Without them PostgreSQL keeps a vanished client's session, and its locks, until the
+    kernel's TCP keepalive gives up: about two hours by default.
+    """
+    silent_ms = max(1000, round(silent_after_s * 1000))
+    probe_s = max(1, round(silent_after_s / 6))  # three unanswered probes: half the time
+    tcp = {"tcp_keepalives_idle": probe_s, "tcp_keepalives_interval": probe_s}
+    server = {**tcp, "tcp_keepalives_count": 3, "tcp_user_timeout": silent_ms}
+    options = _connect_options(settings, STATEMENT_TIMEOUT_MS)
+    options["options"] += "".join(f" -c {name}={value}" for name, value in server.items())
+    options["options"] += f" -c idle_session_timeout={silent_ms}"
+    return make_conninfo(
+        settings.libpq_url,
+        **options,
+        keepalives=1,
+        keepalives_idle=probe_s,
+        keepalives_interval=probe_s,
+        keepalives_count=3,
+        tcp_user_timeout=silent_ms,
+    )
+
+
 def _ended_by_server(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
     """Whether the server has ended an idle connection (it sends FATAL, then closes).
 

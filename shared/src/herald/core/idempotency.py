@@ -63,7 +63,15 @@ def remember(conn: Connection, key: str, digest: str, message_id: str) -> Earlie
     return Earlier(earlier.message_id, earlier.fingerprint == digest)
 
 
-def purge_expired(conn: Connection) -> int:
-    """Delete bindings older than the window; how many."""
+def purge_expired(conn: Connection, limit: int) -> int:
+    """Delete up to limit bindings older than the window, oldest first; how many."""
     cutoff = func.now() - func.make_interval(0, 0, 0, 0, WINDOW_HOURS)
-    return conn.execute(delete(idempotency_keys).where(_k.created_at < cutoff)).rowcount
+    # Oldest first by the created_at index, so each batch costs its own size, not the table's.
+    expired = (
+        select(_k.key)
+        .where(_k.created_at < cutoff)
+        .order_by(_k.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return conn.execute(delete(idempotency_keys).where(_k.key.in_(expired))).rowcount

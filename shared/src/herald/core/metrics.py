@@ -164,8 +164,9 @@ def sender_metrics() -> SenderMetrics:
 class BacklogMetrics:
     """Queue depth and pending messages: exported by the one leading sweeper only."""
 
-    queue: Gauge  # by queue and state: waiting, in_progress, delayed, dead
+    queue: Gauge  # by queue and state: waiting, in_progress, delayed, lost, orphaned, dead
     messages: Gauge  # by status, for the statuses still owed a delivery
+    leading: Gauge  # 1 in the pod whose sweeper leads (and so exports the two above), else 0
 
 
 def backlog_metrics() -> BacklogMetrics:
@@ -182,6 +183,12 @@ def backlog_metrics() -> BacklogMetrics:
             "herald_messages",
             "Messages in PostgreSQL by status (statuses still owed a delivery).",
             ["status"],
+            multiprocess_mode="livemax",
+            registry=None,
+        ),
+        leading=Gauge(
+            "herald_sweeper_leading",
+            "1 if this pod's sweeper leads (and exports the backlog gauges), else 0.",
             multiprocess_mode="livemax",
             registry=None,
         ),

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
 
     sweep_interval: float = Field(5.0, gt=0)
     stuck_after: float = Field(60.0, gt=0)
+    # A sweeper leader silent this long (frozen, or cut off from PostgreSQL) loses leadership,
+    # and another sender pod's sweeper takes over. Above the longest sweep cycle.
+    leader_timeout: float = Field(30.0, ge=1)
 
     # Database pool per process; a request holds a connection only for its statement.
     db_pool_size: int = Field(10, ge=1)

@@ -22,35 +22,81 @@ _m = messages.c
 STALE_WORKER_MS = 10_000
 
 
-def queue_depth(client: redis.Redis[bytes], namespace: str, queue: str) -> dict[str, int]:
+# Each state of queue_depth, so that a pod that stops leading can zero every one of them.
+QUEUE_STATES = ("waiting", "in_progress", "delayed", "lost", "orphaned", "dead")
+
+# How many ids the delay queue's messages held by a worker carry: (due, lost). Due: a retry
+# whose eta is after the cutoff, still waiting in that worker's memory. Lost: one whose eta is
+# long past (a live worker forwards a due retry within DELAY_POLL_MS) or whose body is gone:
+# the worker dropped it (Dramatiq empties its delay queue on a Redis connection error) or
+# forwarded it without its ack reaching Redis. Dramatiq's messages are compact JSON.
+_SPLIT_DELAYED = """
+local due, lost = 0, 0
+local cutoff = tonumber(ARGV[1])
+for i = 2, #ARGV do
+    local ids = tonumber(string.match(ARGV[i], '%.(%d+)$')) or 1
+    local data = redis.call('hget', KEYS[1], ARGV[i])
+    local eta = data and tonumber(string.match(data, '"eta":(%d+)'))
+    if eta and eta >= cutoff then due = due + ids else lost = lost + ids end
+end
+return {due, lost}
+"""
+_SCAN_PAGE = 1_000
+
+
+def _split_delayed(
+    client: redis.Redis[bytes], acks: str, messages: str, cutoff_ms: int
+) -> tuple[int, int]:
+    """(due, lost) ids of the delay-queue messages a live worker holds in the ack set acks."""
+    split = client.register_script(_SPLIT_DELAYED)
+    due = lost = 0
+    cursor = None
+    while cursor != 0:
+        cursor, members = client.sscan(acks, cursor or 0, count=_SCAN_PAGE)
+        if members:
+            page_due, page_lost = split(keys=[messages], args=[cutoff_ms, *members])
+            due, lost = due + int(page_due), lost + int(page_lost)
+    return due, lost
+
+
+def queue_depth(
+    client: redis.Redis[bytes], namespace: str, queue: str, lost_after_s: float
+) -> dict[str, int]:
     """Herald messages in Dramatiq's Redis structures for one queue, by state.
 
     A Dramatiq message carries one id or a batch (send_messages); each id counts.
 
     waiting: in the queue list; in_progress: fetched by a live worker, not yet acknowledged;
-    delayed: retries waiting out their backoff (in the delay queue or held by a live worker);
-    orphaned: held by a worker that stopped heartbeating (Dramatiq puts them back in the queue
-    after its heartbeat timeout); dead: the dead-letter set.
+    delayed: retries waiting out their backoff (in the delay queue, or held by a live worker
+    until their eta); lost: delay-queue messages a live worker holds lost_after_s past their
+    eta, which no consumer will ever deliver; orphaned: held by a worker that stopped
+    heartbeating (Dramatiq puts them back in the queue after its heartbeat timeout); dead: the
+    dead-letter set.
     """
     prefix = f"{namespace}:"
-    depth = {
-        "waiting": ids_held(client, prefix + queue),
-        "delayed": ids_held(client, f"{prefix}{queue}.DQ"),
-        "dead": ids_held(client, f"{prefix}{queue}.XQ", "zset"),
-        "in_progress": 0,
-        "orphaned": 0,
-    }
+    depth = dict.fromkeys(QUEUE_STATES, 0)
+    depth["waiting"] = ids_held(client, prefix + queue)
+    depth["delayed"] = ids_held(client, f"{prefix}{queue}.DQ")
+    depth["dead"] = ids_held(client, f"{prefix}{queue}.XQ", "zset")
     beats = dict(client.zrange(f"{prefix}__heartbeats__", 0, -1, withscores=True))
     now_ms = time.time() * 1000
+    cutoff_ms = int(now_ms - lost_after_s * 1000)
     acks = f"{prefix}__acks__."
     for key in client.scan_iter(match=f"{acks}*", count=1000):
         name = key.decode()
-        for suffix, state in ((f".{queue}.DQ", "delayed"), (f".{queue}", "in_progress")):
-            if name.endswith(suffix):
-                worker = name[len(acks) : -len(suffix)].encode()
-                alive = now_ms - beats.get(worker, 0) < STALE_WORKER_MS
-                depth[state if alive else "orphaned"] += ids_held(client, name, "set")
-                break
+        for suffix in (f".{queue}.DQ", f".{queue}"):
+            if not name.endswith(suffix):
+                continue
+            worker = name[len(acks) : -len(suffix)].encode()
+            if now_ms - beats.get(worker, 0) >= STALE_WORKER_MS:
+                depth["orphaned"] += ids_held(client, name, "set")
+            elif suffix == f".{queue}":
+                depth["in_progress"] += ids_held(client, name, "set")
+            else:
+                due, lost = _split_delayed(client, name, f"{prefix}{queue}.DQ.msgs", cutoff_ms)
+                depth["delayed"] += due
+                depth["lost"] += lost
+            break
     return depth
 
 
@@ -67,12 +113,29 @@ def pending_counts(engine: Engine) -> dict[Status, int]:
 
 
 def measure(
-    metrics: BacklogMetrics, client: redis.Redis[bytes], namespace: str, engine: Engine
+    metrics: BacklogMetrics,
+    client: redis.Redis[bytes],
+    namespace: str,
+    engine: Engine,
+    lost_after_s: float,
 ) -> dict[str, int]:
     """Set the backlog gauges; the send queue's depth, for the log and the tests."""
-    depth = queue_depth(client, namespace, SEND_QUEUE)
+    depth = queue_depth(client, namespace, SEND_QUEUE, lost_after_s)
+    counts = pending_counts(engine)
     for state, count in depth.items():
         metrics.queue.labels(SEND_QUEUE, state).set(count)
-    for status, count in pending_counts(engine).items():
+    for status, count in counts.items():
         metrics.messages.labels(status.value).set(count)
     return depth
+
+
+def forget(metrics: BacklogMetrics) -> None:
+    """Zero every backlog gauge: this pod no longer leads, or its figures are out of date.
+
+    The gauges of every sender pod are summed (the HPA, the dashboard): a former leader that
+    kept its last figures would add a stale backlog to the leader's.
+    """
+    for state in QUEUE_STATES:
+        metrics.queue.labels(SEND_QUEUE, state).set(0)
+    for status in (Status.SCHEDULED, *PENDING):
+        metrics.messages.labels(status.value).set(0)

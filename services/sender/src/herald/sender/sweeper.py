@@ -14,19 +14,21 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
+import psycopg
 from dramatiq.brokers.redis import RedisBroker
 from redis.exceptions import RedisError
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Engine
 
 from herald.core import idempotency, transitions
 from herald.core.broker import SEND_QUEUE, enqueue_sends, make_broker
-from herald.core.db import DatabaseUnavailable, make_engine
+from herald.core.db import DatabaseUnavailable, make_engine, watched_conninfo
 from herald.core.logs import configure_logging
-from herald.core.metrics import backlog_metrics
+from herald.core.metrics import BacklogMetrics, backlog_metrics
 from herald.core.settings import Settings
 from herald.core.statuses import Status
-from herald.sender.backlog import measure, pending_counts, queue_depth
+from herald.sender import backlog
 
 log = logging.getLogger(__name__)
 
@@ -34,41 +36,45 @@ LOCK_KEY = 0x6865_7261_6C64_0001  # "herald" + 1: the sweepers' leadership lock
 BATCH = 1_000
 # How often due scheduled messages are promoted: they go out within 2 s of send_at.
 PROMOTE_EVERY = 0.25
+# Expired idempotency keys deleted per transaction, and transactions per sweep.
+PURGE_BATCH = 1_000
+PURGE_BATCHES = 20
 
 
 class Leadership:
     """A session-level advisory lock on a connection of its own: whoever holds it, leads.
 
     If the leader dies or loses PostgreSQL, its session ends and the lock with it; another
-    sender pod's sweeper takes over at its next try.
+    sender pod's sweeper takes over at its next try. A leader that is frozen (SIGSTOP, a hung
+    node) or cut off by the network keeps its socket open, so its session is set to end
+    after HERALD_LEADER_TIMEOUT seconds of silence (herald.core.db.watched_conninfo): the
+    leader touches it every cycle, a silent one loses it.
     """
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._conn: Connection | None = None
+    def __init__(self, settings: Settings) -> None:
+        self._conninfo = watched_conninfo(settings, settings.leader_timeout)
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
 
     def held(self) -> bool:
         """Whether this process leads now (trying to become leader if it does not)."""
         try:
             if self._conn is None:
-                conn = self._engine.connect()
-                won = conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": LOCK_KEY})
-                if not won.scalar():
+                conn = psycopg.connect(self._conninfo, autocommit=True)
+                won = conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
+                if not (won and won[0]):
                     conn.close()
                     return False
                 self._conn = conn
             else:
-                self._conn.execute(text("SELECT 1"))  # the session, and so the lock, is alive
-            self._conn.commit()
+                self._conn.execute("SELECT 1")  # the session, and so the lock, is alive
             return True
-        except DatabaseUnavailable:
+        except psycopg.Error:
             self.release()
             return False
 
     def release(self) -> None:
-        """Give up the lock: the connection is discarded, never returned to the pool locked."""
+        """Give up the lock: its session is closed, and the lock goes with it."""
         if self._conn is not None:
-            self._conn.invalidate()
             self._conn.close()
             self._conn = None
 
@@ -100,8 +106,10 @@ class Sweeper:
         SEND_BATCH_MAX) may be enqueued twice, at most BATCH per sweep; a claim turns the second
         copy away, and none is ever left behind. Every count is in ids, not queue messages.
         """
-        depth = queue_depth(self._broker.client, self._broker.namespace, SEND_QUEUE)
-        counts = pending_counts(self._engine)
+        depth = backlog.queue_depth(
+            self._broker.client, self._broker.namespace, SEND_QUEUE, self._settings.stuck_after
+        )
+        counts = backlog.pending_counts(self._engine)
         held = depth["waiting"] + depth["delayed"]
         return counts[Status.QUEUED] + counts[Status.RETRYING] - held
 
@@ -119,7 +127,6 @@ class Sweeper:
             # A claim older than any provider call can last: its worker is gone.
             dead = s.stuck_after + s.provider_timeout
             abandoned = transitions.release_abandoned(conn, dead, BATCH)
-            idempotency.purge_expired(conn)
         stuck = sorted(lost + abandoned)  # id order is acceptance order
         if stuck:
             log.warning(
@@ -127,6 +134,27 @@ class Sweeper:
             )
         self._enqueue(stuck)
         return len(stuck)
+
+    def measure(self, metrics: BacklogMetrics) -> dict[str, int]:
+        """Set the backlog gauges (see backlog.py); the send queue's depth."""
+        client, namespace = self._broker.client, self._broker.namespace
+        return backlog.measure(metrics, client, namespace, self._engine, self._settings.stuck_after)
+
+    def purge(self) -> int:
+        """Forget expired idempotency keys, a small batch per transaction; how many.
+
+        Apart from recovery: at millions of keyed posts a day one DELETE of a day's keys could
+        outlast the statement timeout and roll the sweep back with it, every cycle. At most
+        PURGE_BATCHES batches a cycle, so the leader's cycle, and its lock, stay responsive.
+        """
+        purged = 0
+        for _ in range(PURGE_BATCHES):
+            with self._engine.begin() as conn:
+                deleted = idempotency.purge_expired(conn, PURGE_BATCH)
+            purged += deleted
+            if deleted < PURGE_BATCH:
+                break
+        return purged
 
     def _enqueue(self, ids: list[str]) -> None:
         # Rows are committed first; if Redis fails here, the next sweep finds them again.
@@ -137,24 +165,44 @@ def run() -> None:
     """Dramatiq fork function: lead (or wait to), promote, sweep and measure until stopped."""
     settings = Settings()
     configure_logging(settings, "sweeper")
-    engine = make_engine(settings, pool_size=2)
+    engine = make_engine(settings, pool_size=1)
     broker = make_broker(settings)
-    leadership, sweeper, metrics = (
-        Leadership(engine),
-        Sweeper(settings, engine, broker),
-        backlog_metrics(),
-    )
-    next_sweep = 0.0
+    cycle = Cycle(settings, Leadership(settings), Sweeper(settings, engine, broker))
     while True:
-        busy = False
+        if not cycle.run():
+            time.sleep(PROMOTE_EVERY)
+
+
+class Cycle:
+    """One turn of the sweeper process: lead or not, then promote, sweep, measure, purge."""
+
+    def __init__(self, settings: Settings, leadership: Leadership, sweeper: Sweeper) -> None:
+        self._settings = settings
+        self._leadership = leadership
+        self._sweeper = sweeper
+        self._metrics = backlog_metrics()
+        self._next_sweep = 0.0
+
+    def run(self) -> bool:
+        """One turn; whether there is more to do at once (a full batch was just handled)."""
         try:
-            if leadership.held():
-                busy = sweeper.promote() == BATCH
-                if time.monotonic() >= next_sweep:
-                    next_sweep = time.monotonic() + settings.sweep_interval
-                    busy = sweeper.sweep() == BATCH or busy
-                    measure(metrics, broker.client, settings.redis_namespace, engine)
+            leading = self._leadership.held()
+            self._metrics.leading.set(1 if leading else 0)
+            if not leading:
+                backlog.forget(self._metrics)  # only the leader's figures count
+                return False
+            return self._lead()
         except (*DatabaseUnavailable, RedisError) as error:
             log.warning("sweeper: %s; trying again", type(error).__name__)
-        if not busy:
-            time.sleep(PROMOTE_EVERY)
+            backlog.forget(self._metrics)  # figures no longer measured would freeze the HPA
+            return False
+
+    def _lead(self) -> bool:
+        sweeper, s = self._sweeper, self._settings
+        busy = sweeper.promote() == BATCH
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + s.sweep_interval
+            busy = sweeper.sweep() == BATCH or busy
+            log.debug("sweeper: queue depth %s", sweeper.measure(self._metrics))
+            sweeper.purge()
+        return busy
