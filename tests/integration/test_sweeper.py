@@ -131,6 +131,22 @@ def test_the_lock_goes_with_a_dead_leader_session(settings: Settings, engine: En
     other.release()
 
 
+def test_a_silent_leader_loses_the_lock_to_another_pod(settings: Settings) -> None:
+    # Frozen (SIGSTOP, a hung node) or cut off, a leader's socket stays open; its session must
+    # end anyway, or no other pod leads until TCP keepalive gives up (about two hours).
+    quick = settings.model_copy(update={"leader_timeout": 1.0})
+    leader, other = Leadership(quick), Leadership(quick)
+    try:
+        assert leader.held()
+        assert not other.held()
+        time.sleep(1.5)  # the leader says nothing: as far as PostgreSQL can tell, it is frozen
+        assert other.held()
+        assert not leader.held()  # back, it finds its session ended and does not lead
+    finally:
+        leader.release()
+        other.release()
+
+
 def test_backlog_counts_queue_states_and_pending_statuses(
     engine: Engine, broker: RedisBroker, settings: Settings
 ) -> None:
