@@ -1,5 +1,6 @@
 import asyncio
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -66,14 +67,45 @@ def test_a_failed_batch_fails_every_caller_in_it() -> None:
         batcher.submit_all([1, 2])
 
 
-def test_a_caller_stops_waiting_on_a_hung_batch() -> None:
+def test_a_caller_behind_a_hung_batch_stops_waiting_and_is_never_run() -> None:
     release = threading.Event()
+    handled: list[int] = []
 
     def handle(items: list[int]) -> list[int]:
+        handled.extend(items)
         release.wait(5)
         return items
 
     batcher: Batcher[int, int] = Batcher(handle, 10, "hung", wait_seconds=0.05)
+    with ThreadPoolExecutor(1) as pool:
+        hung = pool.submit(batcher.submit, 1)
+        while not handled:
+            pass
+        with pytest.raises(BatchTimeout):
+            batcher.submit(2)
+        release.set()
+        assert hung.result() == 1
+    assert batcher.submit(3) == 3
+    assert handled == [1, 3]
+
+
+def test_a_caller_whose_batch_was_taken_waits_for_its_outcome_past_the_timeout() -> None:
+    def handle(items: list[int]) -> list[int]:
+        time.sleep(0.3)  # a commit slower than the wait: the caller must not give up on it
+        return items
+
+    batcher: Batcher[int, int] = Batcher(handle, 10, "slow", wait_seconds=0.05)
+    assert batcher.submit(1) == 1
+
+
+def test_a_caller_of_an_effect_free_batcher_stops_waiting_even_on_a_taken_batch() -> None:
+    release = threading.Event()
+
+    def handle(items: list[int]) -> list[int]:
+        release.wait(5)  # a read: giving up on it changes nothing
+        return items
+
+    batcher: Batcher[int, int] = Batcher(handle, 10, "read", wait_seconds=0.05, effect_free=True)
     with pytest.raises(BatchTimeout):
         batcher.submit(1)
     release.set()

@@ -4,6 +4,10 @@ Each request thread hands its work to a Batcher and waits. One background thread
 everything that arrived while it was busy with the previous batch and runs it in one go. An idle
 system adds no delay (the first item is taken at once); under load, round trips and commits are
 shared by a whole batch. Every caller gets its own result, or the batch's exception.
+
+A caller gives up only while its submission still waits to be taken: it is then withdrawn, so it
+is never run. Once taken, the caller waits for the batch's outcome, however long: a write in it
+may commit, and a caller told "timed out, nothing was stored" must never see its row go out.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ Result = TypeVar("Result")
 
 
 class BatchTimeout(Exception):
-    """The batch holding this item did not finish in time (its outcome is unknown)."""
+    """No outcome in time. Unless the Batcher is effect_free, nothing ran and nothing will."""
 
 
 class _Outcome(Generic[Result]):
@@ -44,6 +48,14 @@ class _Outcome(Generic[Result]):
         """The results; None if they did not come within timeout seconds."""
         if not self._ready.acquire(timeout=timeout):
             return None
+        return self._results_or_error()
+
+    def wait_until_set(self) -> list[Result]:
+        """The results, however long the batch takes (its handler must end by itself)."""
+        self._ready.acquire()
+        return self._results_or_error()
+
+    def _results_or_error(self) -> list[Result]:
         if self._error is not None:
             raise self._error
         return self._results
@@ -58,9 +70,13 @@ class Batcher(Generic[Item, Result]):
         max_batch: int,
         name: str,
         wait_seconds: float = 30.0,
+        effect_free: bool = False,
     ) -> None:
+        # wait_seconds bounds the wait for a batch to take a submission, not for its outcome;
+        # only where handle has no effect (reads) may a caller also give up on a taken batch.
         self._handle = handle
         self._wait_seconds = wait_seconds
+        self._effect_free = effect_free
         self._max_batch = max_batch
         self._name = name
         # Whole submissions, in arrival order: one submission is never split across batches.
@@ -73,19 +89,37 @@ class Batcher(Generic[Item, Result]):
         return self.submit_all((item,))[0]
 
     def submit_all(self, items: Sequence[Item]) -> list[Result]:
-        """Run items together, in order, in one batch (however large); their results."""
-        outcome: _Outcome[Result] = _Outcome()
+        """Run items together, in order, in one batch (however large); their results.
+
+        BatchTimeout if no batch took them within wait_seconds: then they are never run
+        (effect_free: also if their batch has not finished by then).
+        """
+        submission: tuple[Sequence[Item], _Outcome[Result]] = (items, _Outcome())
         with self._wake:
             if self._thread is None:
                 # Started on first use, so it belongs to the process that serves (after a fork).
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
-            self._pending.append((items, outcome))
+            self._pending.append(submission)
             self._wake.notify()
-        results = outcome.wait(self._wait_seconds)
+        results = submission[1].wait(self._wait_seconds)
         if results is None:
-            raise BatchTimeout(f"{self._name}: no outcome within {self._wait_seconds} s")
+            self._withdraw(submission)
+            if self._effect_free:  # a read given up on changes nothing: keep the answer prompt
+                raise BatchTimeout(f"{self._name}: no outcome within {self._wait_seconds} s")
+            # Taken before we could withdraw it: its batch may commit, so its outcome is the
+            # only true answer. The handler ends by itself (statements have their own timeout).
+            results = submission[1].wait_until_set()
         return results
+
+    def _withdraw(self, submission: tuple[Sequence[Item], _Outcome[Result]]) -> None:
+        """Remove a submission no batch has taken yet (BatchTimeout); if taken, do nothing."""
+        # Under the lock _take pops with: a submission is either withdrawn or taken, never both.
+        with self._wake:
+            for index, waiting in enumerate(self._pending):
+                if waiting is submission:
+                    del self._pending[index]
+                    raise BatchTimeout(f"{self._name}: not taken within {self._wait_seconds} s")
 
     def _take(self) -> list[tuple[Sequence[Item], _Outcome[Result]]]:
         with self._wake:
@@ -103,9 +137,12 @@ class Batcher(Generic[Item, Result]):
             batch = self._take()
             try:
                 results = self._handle([item for items, _ in batch for item in items])
-            except Exception as error:  # the batch's failure is every caller's failure
+            except BaseException as error:  # the batch's failure is every caller's failure
+                # Even when this thread is being stopped: its callers wait without a timeout.
                 for _, outcome in batch:
                     outcome.set([], error)
+                if not isinstance(error, Exception):
+                    raise
                 continue
             start = 0
             for items, outcome in batch:

@@ -20,7 +20,8 @@ DatabaseUnavailable = (DBAPIError, PoolTimeout, BatchTimeout, psycopg.Operationa
 
 
 STATEMENT_TIMEOUT_MS = 4_000
-# How long a request waits for its batch (a write's COMMIT, a read's rows) before a 503.
+# How long a request waits for a batch to take its work before a 503 (nothing done). A write
+# once taken is waited for to its end (its COMMIT may succeed); a read is given up on.
 BATCH_WAIT_SECONDS = 4.5
 
 

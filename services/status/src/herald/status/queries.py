@@ -57,8 +57,9 @@ class _ByIds:
     def __init__(self, settings: Settings, statement: LiteralString, name: str) -> None:
         self._conn = DirectConnection(settings)
         self._statement = statement
+        # A read has no effect, so a request may give up on it even once it runs.
         self._batcher: Batcher[str, tuple[Any, ...] | None] = Batcher(
-            self._read, MAX_IDS_PER_READ, name, wait_seconds=BATCH_WAIT_SECONDS
+            self._read, MAX_IDS_PER_READ, name, wait_seconds=BATCH_WAIT_SECONDS, effect_free=True
         )
 
     def get(self, message_id: str) -> tuple[Any, ...] | None:
