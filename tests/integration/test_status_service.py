@@ -100,6 +100,30 @@ def test_list_filters_by_creation_time(client: falcon.testing.TestClient, engine
 
 
 @pytest.mark.parametrize(
+    ("name", "when", "matches"),
+    [
+        ("created_before", "1969-12-31T23:59:59Z", False),
+        ("created_before", "1970-01-01T00:00:00Z", False),
+        ("created_after", "1969-12-31T23:59:59.999999Z", True),
+        ("created_after", "0001-01-01T00:00:00Z", True),
+        # The extremes the schema accepts: a UTC instant in year 0, and one in year 10000.
+        ("created_after", "0001-01-01T00:00:00+23:59", True),
+        ("created_before", "0001-01-01T00:00:00+23:59", False),
+        ("created_after", "9999-12-31T23:59:59.999999-23:59", False),
+        ("created_before", "9999-12-31T23:59:59.999999-23:59", True),
+    ],
+)
+def test_list_accepts_every_time_before_1970_and_up_to_year_9999(
+    client: falcon.testing.TestClient, engine: Engine, name: str, when: str, matches: bool
+) -> None:
+    ids = _rows(engine, [Status.QUEUED, Status.FAILED], START)
+    result = client.simulate_get("/message/list", params={name: when})
+    assert result.status_code == 200, result.json
+    expected = list(reversed(ids)) if matches else []
+    assert [m["id"] for m in result.json["messages"]] == expected
+
+
+@pytest.mark.parametrize(
     "query",
     ["status=lost", "limit=0", "limit=501", "limit=many", "cursor=../x", "created_after=yesterday",
      "created_after=2030-01-01T00:00:00", "colour=red"],

@@ -77,3 +77,24 @@ def test_drawn_at_is_the_millisecond_an_id_encodes() -> None:
 
     when = datetime(2030, 1, 1, 12, 0, 0, 123_000, tzinfo=UTC)
     assert drawn_at(new_id(now_ms=int(when.timestamp() * 1000))) == when
+
+
+def test_times_before_1970_bound_ids_as_the_smallest_id() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    smallest = ALPHABET[0] * ID_LENGTH
+    year_zero = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=23, minutes=59)))
+    for when in [datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC), year_zero]:
+        assert first_id_at(when) == smallest
+    assert first_id_at(datetime(1970, 1, 1, tzinfo=UTC)) == smallest
+    assert smallest <= new_id(now_ms=0)
+
+
+def test_the_latest_time_there_is_bounds_every_id_drawn_up_to_year_9999() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    latest = datetime.max.replace(tzinfo=timezone(-timedelta(hours=23, minutes=59)))
+    end_of_9999 = datetime.max.replace(tzinfo=UTC)
+    millis = (end_of_9999 - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+    assert new_id(now_ms=millis) < first_id_at(latest)
+    assert is_valid_id(first_id_at(latest))

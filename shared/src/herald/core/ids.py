@@ -69,9 +69,20 @@ def drawn_at(message_id: str) -> datetime:
     return _EPOCH + timedelta(milliseconds=int.from_bytes(raw, "big"))
 
 
+_MILLISECOND = timedelta(milliseconds=1)
+_MAX_MILLIS = (1 << 6 * TIME_DIGITS) - 1
+
+
 def first_id_at(when: datetime) -> str:
-    """The smallest id that can be drawn at `when`'s millisecond: time windows as id ranges."""
-    return _encode(int(when.timestamp() * 1000), 0)
+    """The smallest id drawable at `when`'s millisecond, for every aware datetime: a time bound.
+
+    No id is drawn before 1970, so an earlier time gives the smallest id there is (every id
+    sorts at or after it). The latest datetime (year 9999 at -23:59) still fits TIME_DIGITS
+    (they last until 10889); the clamp at that end only keeps the encoding total.
+    """
+    # Exact integer milliseconds, floored (int(timestamp() * 1000) rounds through a float).
+    millis = (when - _EPOCH) // _MILLISECOND
+    return _encode(min(max(millis, 0), _MAX_MILLIS), 0)
 
 
 def is_valid_id(candidate: str) -> bool:
