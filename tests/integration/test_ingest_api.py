@@ -1,21 +1,27 @@
 """The ingest API in-process on real PostgreSQL and Redis: storage, enqueueing and bad input."""
 
-from collections.abc import Sequence
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 
 import falcon.testing
 import pytest
 from dramatiq.brokers.redis import RedisBroker
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 
 from herald.api.app import create_app
 from herald.core.broker import make_broker
+from herald.core.db import make_engine
 from herald.core.ids import drawn_at
 from herald.core.schemas import MAX_BODY_CHARS, MAX_DESTINATION_CHARS
 from herald.core.settings import Settings
 from herald.core.tables import messages
 from tests.badinput import BAD_INPUT, GOOD_SEND_AT, JSON, check_error
 from tests.conftest import queued_ids
+from tests.pglocks import BLOCK_INSERTS, held, wait_for_lock_waiters
 
 
 @pytest.fixture
@@ -60,6 +66,105 @@ def test_past_send_at_is_sent_at_once(
 ) -> None:
     result = _post(client, {"destination": "d", "body": "b", "send_at": "2001-01-01T00:00:00Z"})
     assert (result.status_code, result.json["status"]) == (202, "queued")
+    assert queued_ids(broker) == [result.json["id"]]
+
+
+# A send_at just ahead of the database's clock when the request arrives, and a database that
+# reaches the INSERT only later: by the time the row is written, its send_at has passed.
+DUE_IN = timedelta(seconds=0.3)
+STALL_SECONDS = 1.0
+
+
+@contextmanager
+def _writes_stalled(client: falcon.testing.TestClient, database_url: str) -> Iterator[None]:
+    """Writes queue behind a batch stuck on a table lock until the block ends."""
+    with ThreadPoolExecutor(1) as pool:
+        with held(database_url, BLOCK_INSERTS):
+            ahead = pool.submit(_post, client, {"destination": "d", "body": "ahead"})
+            wait_for_lock_waiters(database_url, 1)
+            yield
+        assert ahead.result().status_code == 202
+
+
+def _sent_while_stalled(
+    engine: Engine,
+    stall: AbstractContextManager[object],
+    request: Callable[[str], falcon.testing.Result],
+) -> falcon.testing.Result:
+    """request(send_at) with send_at DUE_IN after the database's now, the database stalled."""
+    with engine.connect() as conn:
+        send_at = conn.execute(text("SELECT now()")).scalar_one() + DUE_IN
+    with ThreadPoolExecutor(1) as pool:
+        with stall:
+            answer = pool.submit(request, send_at.isoformat())
+            time.sleep(STALL_SECONDS)
+        return answer.result()
+
+
+def _stored_status(engine: Engine, message_id: str) -> str:
+    with engine.connect() as conn:
+        return str(
+            conn.execute(select(messages.c.status).where(messages.c.id == message_id)).scalar_one()
+        )
+
+
+def test_scheduled_or_queued_is_the_databases_decision_when_the_row_is_written(
+    client: falcon.testing.TestClient, engine: Engine, broker: RedisBroker, database_url: str
+) -> None:
+    stall = _writes_stalled(client, database_url)
+    result = _sent_while_stalled(
+        engine,
+        stall,
+        lambda send_at: _post(client, {"destination": "d", "body": "b", "send_at": send_at}),
+    )
+    # Due by the database's clock when written: queued and enqueued, though it was ahead of
+    # the api's clock when the request came in.
+    assert (result.status_code, result.json["status"]) == (202, "queued")
+    assert _stored_status(engine, result.json["id"]) == "queued"
+    assert queued_ids(broker)[-1:] == [result.json["id"]]
+
+
+def test_a_batch_is_scheduled_or_queued_by_the_databases_clock(
+    client: falcon.testing.TestClient, engine: Engine, broker: RedisBroker, database_url: str
+) -> None:
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+
+    def batch(send_at: str) -> falcon.testing.Result:
+        items = [{"destination": "d", "body": "b", "send_at": send_at},
+                 {"destination": "d", "body": "b"},
+                 {"destination": "d", "body": "b", "send_at": later}]  # fmt: skip
+        return _batch(client, items)
+
+    result = _sent_while_stalled(engine, _writes_stalled(client, database_url), batch)
+    answered = result.json["messages"]
+    assert [a["status"] for a in answered] == ["queued", "queued", "scheduled"]
+    assert [_stored_status(engine, a["id"]) for a in answered] == ["queued", "queued", "scheduled"]
+    assert queued_ids(broker)[-2:] == [a["id"] for a in answered[:2]]
+
+
+@contextmanager
+def _pool_exhausted(engine: Engine) -> Iterator[None]:
+    """The engine's only pooled connection is taken until the block ends."""
+    with engine.connect():
+        yield
+
+
+def test_an_idempotent_post_is_scheduled_or_queued_by_the_databases_clock(
+    settings: Settings, engine: Engine, broker: RedisBroker
+) -> None:
+    # A pool of one: the keyed POST's transaction starts only once the test lets it go.
+    lone = make_engine(settings, pool_size=1)
+    client = falcon.testing.TestClient(create_app(settings, lone, broker))
+    headers = {"Idempotency-Key": f"due-soon-{uuid.uuid4()}"}
+
+    def post(send_at: str) -> falcon.testing.Result:
+        body = {"destination": "d", "body": "b", "send_at": send_at}
+        return client.simulate_post("/messages", json=body, headers=headers)
+
+    result = _sent_while_stalled(engine, _pool_exhausted(lone), post)
+    lone.dispose()
+    assert (result.status_code, result.json["status"]) == (202, "queued")
+    assert _stored_status(engine, result.json["id"]) == "queued"
     assert queued_ids(broker) == [result.json["id"]]
 
 

@@ -2,19 +2,20 @@
 
 Rows from concurrent requests are written together by a Batcher (one INSERT, one COMMIT per
 batch: group commit) and enqueued after that COMMIT in acceptance order; each request waits
-for its own rows' commit before it answers 202.
+for its own rows' commit before it answers 202. Whether a row is scheduled or queued is decided
+by that INSERT on the database's clock, the one the promoter of scheduled rows runs on.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import Any, LiteralString
 
 import orjson
 from dramatiq.brokers.redis import RedisBroker
 from redis.exceptions import RedisError
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, select
 
 from herald.core import idempotency, transitions
 from herald.core.batching import Batcher
@@ -34,13 +35,22 @@ Row = dict[str, Any]
 # One statement text for any number of rows, all in one JSON parameter: prepared once per
 # connection, and serialized by orjson in one call (psycopg's array dumpers quote element by
 # element in Python, a large share of the API's CPU per message).
-_INSERT_ROWS: LiteralString = """
-    INSERT INTO messages (id, destination, body, status, send_at, created_at)
-    SELECT id, destination, body, status, send_at, created_at
-    FROM json_to_recordset(%s::json) AS r(
-        id text, destination text, body text, status text, send_at timestamptz,
-        created_at timestamptz
+# Scheduled or queued is decided here, on the database's clock, as the promoter's `send_at <=
+# now()` is: an api host whose clock runs ahead can never queue a row before its send_at.
+# One small row comes back whatever the count: the ids it scheduled (NULL when none).
+_INSERT_ROWS: LiteralString = f"""
+    WITH inserted AS (
+        INSERT INTO messages (id, destination, body, status, send_at, created_at)
+        SELECT id, destination, body,
+            CASE WHEN send_at > now() THEN '{Status.SCHEDULED.value}'
+                ELSE '{Status.QUEUED.value}' END,
+            send_at, created_at
+        FROM json_to_recordset(%s::json) AS r(
+            id text, destination text, body text, send_at timestamptz, created_at timestamptz
+        )
+        RETURNING id, status
     )
+    SELECT array_agg(id) FILTER (WHERE status = '{Status.SCHEDULED.value}') FROM inserted
 """
 
 
@@ -48,14 +58,12 @@ class KeyReused(Exception):
     """The Idempotency-Key already names a message with a different payload."""
 
 
-def _row(new: NewMessage, now: datetime) -> Row:
-    due_later = new.send_at is not None and new.send_at > now
+def _row(new: NewMessage) -> Row:
     message_id = new_id()
     return {
         "id": message_id,
         "destination": new.destination,
         "body": new.body,
-        "status": Status.SCHEDULED if due_later else Status.QUEUED,
         "send_at": new.send_at,
         # The id's own millisecond: ids and creation times sort alike. updated_at stays the
         # database's clock, which every timeout of the sweeper is measured on.
@@ -63,9 +71,30 @@ def _row(new: NewMessage, now: datetime) -> Row:
     }
 
 
-def _accepted(row: Row) -> Accepted:
+def _accepted(row: Row, status: Status) -> Accepted:
     # Built from our own row, nothing to validate: model_construct skips pydantic's checks.
-    return Accepted.model_construct(id=row["id"], status=row["status"])
+    return Accepted.model_construct(id=row["id"], status=status)
+
+
+def _statuses(rows: list[Row], scheduled: Sequence[str] | None) -> list[Status]:
+    """Each row's status as _INSERT_ROWS decided it, from the ids it scheduled."""
+    if not scheduled:
+        return [Status.QUEUED] * len(rows)
+    later = set(scheduled)
+    return [Status.SCHEDULED if row["id"] in later else Status.QUEUED for row in rows]
+
+
+def _queued(rows: list[Row], statuses: list[Status]) -> list[str]:
+    """The ids to enqueue, in acceptance order: those the database did not schedule."""
+    return [
+        row["id"] for row, status in zip(rows, statuses, strict=True) if status is Status.QUEUED
+    ]
+
+
+def _insert(conn: Connection, rows: list[Row]) -> list[Status]:
+    """INSERT rows in the caller's transaction (the Idempotency-Key path); their statuses."""
+    scheduled = conn.exec_driver_sql(_INSERT_ROWS, (orjson.dumps(rows).decode(),)).scalar()
+    return _statuses(rows, scheduled)
 
 
 def _status_now(conn: Connection, message_id: str) -> Status | None:
@@ -80,7 +109,7 @@ class Ingest:
         self._engine = engine
         self._broker = broker
         self._writer_conn = DirectConnection(settings)
-        self._writer: Batcher[Row, None] = Batcher(
+        self._writer: Batcher[Row, Status] = Batcher(
             self._write, MAX_BATCH_ITEMS, "ingest-writer", wait_seconds=BATCH_WAIT_SECONDS
         )
 
@@ -90,27 +119,25 @@ class Ingest:
         With a key seen in the last 24 h for the same payload, the earlier message is answered
         and nothing is created; for another payload, KeyReused.
         """
-        row = _row(new, datetime.now(UTC))
+        row = _row(new)
         if key is None:
-            self._writer.submit(row)
-            return _accepted(row)
+            return _accepted(row, self._writer.submit(row))
         with self._engine.begin() as conn:
             earlier = idempotency.remember(conn, key, idempotency.fingerprint(new), row["id"])
             if earlier is None:
-                conn.execute(insert(messages), [row])
+                statuses = _insert(conn, [row])
             elif not earlier.same_payload:
                 raise KeyReused(key)
             else:
                 return Accepted(id=earlier.message_id, status=_status_now(conn, earlier.message_id))
-        self._enqueue([row])
-        return _accepted(row)
+        self._enqueue(_queued([row], statuses))
+        return _accepted(row, statuses[0])
 
     def accept_batch(self, batch: NewBatch) -> list[Accepted]:
         """Store every message of the batch in one transaction, then enqueue them in item order."""
-        now = datetime.now(UTC)
-        rows = [_row(new, now) for new in batch.messages]
-        self._writer.submit_all(rows)
-        return [_accepted(row) for row in rows]
+        rows = [_row(new) for new in batch.messages]
+        statuses = self._writer.submit_all(rows)
+        return [_accepted(row, status) for row, status in zip(rows, statuses, strict=True)]
 
     def cancel(self, message_id: str) -> tuple[bool, Status | None]:
         """Cancel before any sender claims it: (moved, status now), status None if unknown."""
@@ -124,18 +151,19 @@ class Ingest:
         with self._engine.begin() as conn:
             if not transitions.requeue_failed(conn, message_id):
                 return False, _status_now(conn, message_id)
-        self._enqueue([{"id": message_id, "status": Status.QUEUED}])
+        self._enqueue([message_id])
         return True, Status.QUEUED
 
-    def _write(self, rows: list[Row]) -> list[None]:
+    def _write(self, rows: list[Row]) -> list[Status]:
         # Texts are free of NUL and lone surrogates (schemas), so JSON carries them exactly.
-        self._writer_conn.execute(_INSERT_ROWS, (orjson.dumps(rows).decode(),))
+        inserted = self._writer_conn.execute(_INSERT_ROWS, (orjson.dumps(rows).decode(),))
+        (scheduled,) = inserted.fetchone() or (None,)
+        statuses = _statuses(rows, scheduled)
         # Enqueue after COMMIT: a worker must never get an id the table lacks.
-        self._enqueue(rows)
-        return [None] * len(rows)
+        self._enqueue(_queued(rows, statuses))
+        return statuses
 
-    def _enqueue(self, rows: list[Row]) -> None:
-        queued = [row["id"] for row in rows if row["status"] is Status.QUEUED]
+    def _enqueue(self, queued: list[str]) -> None:
         try:
             enqueue_sends(self._broker, queued)
         except RedisError as error:
