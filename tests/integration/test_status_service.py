@@ -106,11 +106,9 @@ def test_list_filters_by_creation_time(client: falcon.testing.TestClient, engine
         ("created_before", "1970-01-01T00:00:00Z", False),
         ("created_after", "1969-12-31T23:59:59.999999Z", True),
         ("created_after", "0001-01-01T00:00:00Z", True),
-        # The extremes the schema accepts: a UTC instant in year 0, and one in year 10000.
-        ("created_after", "0001-01-01T00:00:00+23:59", True),
-        ("created_before", "0001-01-01T00:00:00+23:59", False),
-        ("created_after", "9999-12-31T23:59:59.999999-23:59", False),
-        ("created_before", "9999-12-31T23:59:59.999999-23:59", True),
+        ("created_before", "0001-01-01T00:00:00Z", False),
+        ("created_after", "9999-12-31T23:59:59.999999Z", False),
+        ("created_before", "9999-12-31T23:59:59.999999Z", True),
     ],
 )
 def test_list_accepts_every_time_before_1970_and_up_to_year_9999(
@@ -126,7 +124,10 @@ def test_list_accepts_every_time_before_1970_and_up_to_year_9999(
 @pytest.mark.parametrize(
     "query",
     ["status=lost", "limit=0", "limit=501", "limit=many", "cursor=../x", "created_after=yesterday",
-     "created_after=2030-01-01T00:00:00", "colour=red"],
+     "created_after=2030-01-01T00:00:00", "colour=red",
+     # RFC 3339 only, as for send_at: no epoch numbers, seconds required, UTC years 1-9999.
+     "created_after=-1", "created_before=253402300799", "created_after=2030-01-01T00:00Z",
+     "created_after=0001-01-01T00:00:00%2B23:59", "created_before=9999-12-31T23:59:59-23:59"],
 )  # fmt: skip
 def test_bad_list_queries_are_422(client: falcon.testing.TestClient, query: str) -> None:
     result = client.simulate_get("/message/list", query_string=query)

@@ -69,7 +69,8 @@ def parse_rfc3339(value: Any) -> datetime:
 
 
 Text = Annotated[str, Field(strict=True), AfterValidator(_printable_text)]
-SendAt = Annotated[AwareDatetime, BeforeValidator(parse_rfc3339)]
+# A time a client gives: send_at, and the list's window.
+Rfc3339Time = Annotated[AwareDatetime, BeforeValidator(parse_rfc3339)]
 
 
 def _in_utc(value: datetime | None) -> datetime | None:
@@ -87,7 +88,7 @@ class NewMessage(BaseModel):
 
     destination: Annotated[Text, Field(min_length=1, max_length=MAX_DESTINATION_CHARS)]
     body: Annotated[Text, Field(min_length=1, max_length=MAX_BODY_CHARS)]
-    send_at: SendAt | None = None
+    send_at: Rfc3339Time | None = None
 
 
 class NewBatch(BaseModel):

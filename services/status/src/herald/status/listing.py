@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from sqlalchemy import Engine, select
 
 from herald.core.ids import ID_PATTERN, first_id_at
-from herald.core.schemas import MessageRecord
+from herald.core.schemas import MessageRecord, Rfc3339Time
 from herald.core.statuses import Status
 from herald.core.tables import messages
 from herald.status.queries import read
@@ -33,8 +33,9 @@ class ListQuery(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     status: Annotated[list[Status], BeforeValidator(_split_commas)] = []
-    created_after: AwareDatetime | None = None
-    created_before: AwareDatetime | None = None
+    # Strictly RFC 3339, as send_at: pydantic alone would take epoch numbers, or no seconds.
+    created_after: Rfc3339Time | None = None
+    created_before: Rfc3339Time | None = None
     cursor: Annotated[str | None, Field(pattern=ID_PATTERN.pattern)] = None
     limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = 50
 
