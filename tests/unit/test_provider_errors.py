@@ -58,5 +58,22 @@ def test_missing_or_garbled_retry_after_leaves_backoff_to_the_policy(value: str 
     assert retry_after_ms(value, CAP_MS) is None
 
 
-def test_negative_seconds_mean_now() -> None:
-    assert retry_after_ms("-5", CAP_MS) == 0
+@pytest.mark.parametrize("value", ["inf", "Infinity", "1e400", "nan", "NaN", "-inf", "-5", "-0.5"])
+def test_a_retry_after_not_finite_and_non_negative_counts_as_absent(value: str) -> None:
+    assert retry_after_ms(value, CAP_MS) is None
+
+
+@pytest.mark.parametrize("value", ["inf", "nan"])
+def test_a_non_finite_retry_after_is_still_a_transient_error(value: str) -> None:
+    with pytest.raises(TransientError) as caught:
+        classify(*_response(503, value), CAP_MS)
+    assert caught.value.retry_after_ms is None
+
+
+def test_an_absurd_but_finite_retry_after_is_capped() -> None:
+    # 1e308 s is finite; in milliseconds it is not.
+    assert retry_after_ms("1e308", CAP_MS) == CAP_MS
+
+
+def test_zero_seconds_mean_now() -> None:
+    assert retry_after_ms("0", CAP_MS) == 0

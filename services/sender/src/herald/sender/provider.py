@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from email.utils import parsedate_to_datetime
 
@@ -29,19 +30,28 @@ class PermanentError(Exception):
 
 
 def retry_after_ms(value: str | None, cap_ms: int, now: float | None = None) -> int | None:
-    """Retry-After (delta-seconds or an HTTP date) in milliseconds, capped; None if absent/bad."""
+    """Retry-After (delta-seconds or an HTTP date) in ms, 0..cap_ms; None if absent or bad."""
     if not value:
         return None
-    value = value.strip()
+    seconds = _delay_s(value.strip(), time.time() if now is None else now)
+    if seconds is None:
+        return None
+    # Capped before rounding: 1e308 s is finite, but not once it is counted in milliseconds.
+    return round(min(seconds * 1000, cap_ms))
+
+
+def _delay_s(value: str, now: float) -> float | None:
+    """The wait value asks for in seconds (a past date: 0); None unless finite and >= 0."""
     try:
-        delay = float(value)
+        seconds = float(value)
     except ValueError:
         try:
-            when = parsedate_to_datetime(value)
+            return max(0.0, parsedate_to_datetime(value).timestamp() - now)
         except (TypeError, ValueError):
             return None
-        delay = when.timestamp() - (time.time() if now is None else now)
-    return min(cap_ms, max(0, round(delay * 1000)))
+    # float() also reads "inf", "nan" and negatives: no wait at all, so as if the header were
+    # absent (the provider contract), and the backoff policy decides.
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def classify(code: int, text: str, retry_after: str | None, cap_ms: int) -> None:
