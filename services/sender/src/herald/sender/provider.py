@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from email.utils import parsedate_to_datetime
@@ -11,6 +12,8 @@ import aiohttp
 from herald.core.metrics import SenderMetrics
 from herald.core.settings import Settings
 from herald.core.transitions import Claimed
+
+log = logging.getLogger(__name__)
 
 # Worth trying again: the request timed out or was throttled, or the provider itself failed.
 TRANSIENT_CODES = frozenset({408, 429})
@@ -92,6 +95,20 @@ class Provider:
         return self._session
 
     async def deliver(self, message: Claimed) -> None:
+        """One attempt: returns if accepted, else raises TransientError or PermanentError only."""
+        try:
+            await self._call(message)
+        except (TransientError, PermanentError):
+            raise
+        except Exception as error:
+            # A surprise (a bug, a library's own error, a provider URL aiohttp cannot encode)
+            # is an outcome too: escaping, it would leave the row sending, and the sweeper
+            # would send it again and again. Transient: it says nothing against the message,
+            # and the retry limit bounds it.
+            log.exception("provider call raised %s", type(error).__name__, extra=_ids(message))
+            raise TransientError(_described(error)) from None
+
+    async def _call(self, message: Claimed) -> None:
         """One attempt; the message id is the Idempotency-Key, so a repeat has no second effect."""
         started = time.perf_counter()
         try:
@@ -109,10 +126,18 @@ class Provider:
             raise TransientError(f"no answer within {self._timeout:g} s") from None
         except aiohttp.ClientError as error:
             self._observe("connection_error", started)
-            raise TransientError(f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]) from None
+            raise TransientError(_described(error)) from None
         self._observe(str(code), started)
         classify(code, text, retry_after, self._cap_ms)
 
     def _observe(self, code: str, started: float) -> None:
         self._metrics.provider_latency.observe(time.perf_counter() - started)
         self._metrics.provider_responses.labels(code).inc()
+
+
+def _described(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]
+
+
+def _ids(message: Claimed) -> dict[str, str]:
+    return {"message_id": message.id}

@@ -1,0 +1,101 @@
+"""The sender against real providers that answer oddly: the retry limit, redirects, huge bodies.
+
+A Dramatiq worker runs the sender's own actors (herald.sender.worker.build) in this process, on
+the real PostgreSQL and Redis. The provider is the stand-in process, or a scripted HTTP server
+for the answers the stand-in never gives.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dramatiq
+import pytest
+from dramatiq.brokers.redis import RedisBroker
+from sqlalchemy import Engine, insert, select
+
+from herald.core.broker import SEND_ACTOR, SEND_QUEUE, enqueue_sends
+from herald.core.ids import new_id
+from herald.core.settings import Settings
+from herald.core.statuses import Status
+from herald.core.tables import messages
+from herald.sender.worker import build
+from tests.stack import wait_for
+
+Row = tuple[str, int, str | None]
+
+
+@pytest.fixture(autouse=True)
+def _collected() -> Iterator[None]:
+    """After each test, collect its sender: its database connections go back to the server."""
+    yield
+    gc.collect()
+
+
+@contextmanager
+def running_sender(settings: Settings, provider_url: str) -> Iterator[RedisBroker]:
+    """The send actors served by one worker thread in this process; the broker to enqueue on."""
+    broker, _ = build(settings.model_copy(update={"provider_url": provider_url}))
+    assert isinstance(broker, RedisBroker)
+    worker = dramatiq.Worker(broker, worker_threads=1)
+    worker.start()
+    try:
+        yield broker
+    finally:
+        worker.stop()
+        broker.close()
+
+
+def new_message(engine: Engine, status: Status = Status.QUEUED, attempts: int = 0) -> str:
+    message_id = new_id()
+    with engine.begin() as conn:
+        conn.execute(
+            insert(messages).values(
+                id=message_id, destination="+15550100", body="hi", status=status, attempts=attempts
+            )
+        )
+    return message_id
+
+
+def row(engine: Engine, message_id: str) -> Row:
+    columns = messages.c.status, messages.c.attempts, messages.c.last_error
+    with engine.connect() as conn:
+        found = conn.execute(select(*columns).where(messages.c.id == message_id)).one()
+    return found.status, found.attempts, found.last_error
+
+
+def outcome(engine: Engine, message_id: str, timeout: float = 15) -> Row:
+    """The row once it is sent or failed."""
+
+    def final() -> Row | None:
+        now = row(engine, message_id)
+        return now if now[0] in (Status.SENT, Status.FAILED) else None
+
+    return wait_for(final, timeout, f"{message_id} sent or failed")
+
+
+def dead_letters(broker: RedisBroker) -> list[str]:
+    """The ids of the single sends in SEND_QUEUE's dead-letter set."""
+    dead = f"{broker.namespace}:{SEND_QUEUE}.XQ"
+    bodies = [broker.client.hget(f"{dead}.msgs", key) for key in broker.client.zrange(dead, 0, -1)]
+    letters = [json.loads(body or b"{}") for body in bodies]
+    return [letter["args"][0] for letter in letters if letter.get("actor_name") == SEND_ACTOR]
+
+
+def test_an_error_raised_inside_the_provider_call_is_an_outcome_and_logged(
+    settings: Settings, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An operator's typo: aiohttp cannot IDNA-encode an empty label and raises UnicodeError,
+    # which is neither a timeout nor one of its ClientErrors.
+    message_id = new_message(engine)
+    with running_sender(settings, "http://provider..example.com") as broker:
+        enqueue_sends(broker, [message_id])
+        status, attempts, last_error = outcome(engine, message_id)
+        assert (status, attempts) == ("failed", settings.max_retries + 1)
+        wait_for(lambda: dead_letters(broker) == [message_id], 5, "its dead letter")
+    assert last_error is not None
+    assert last_error.startswith("UnicodeError: ")
+    assert "provider call raised UnicodeError" in caplog.messages
