@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Iterator
+import os
+import re
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import dramatiq
@@ -17,15 +19,47 @@ import pytest
 from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import Engine, insert, select
 
-from herald.core.broker import SEND_ACTOR, SEND_QUEUE, enqueue_sends
+from herald.core.broker import SEND_ACTOR, SEND_QUEUE, enqueue_send, enqueue_sends
 from herald.core.ids import new_id
 from herald.core.settings import Settings
 from herald.core.statuses import Status
 from herald.core.tables import messages
 from herald.sender.worker import build
-from tests.stack import wait_for
+from tests.stack import HTTP, free_port, launch, wait_for, wait_healthy
 
 Row = tuple[str, int, str | None]
+
+
+@pytest.fixture(scope="module")
+def messageapp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The stand-in provider as its own process, shared by this module's tests."""
+    bind = f"127.0.0.1:{free_port()}"
+    env = {name: value for name, value in os.environ.items() if not name.startswith("HERALD_")}
+    log_dir = tmp_path_factory.mktemp("messageapp")
+    process = launch("messageapp", ["herald-messageapp", "--bind", bind], env, log_dir)
+    wait_healthy(process, f"http://{bind}/healthz")
+    yield f"http://{bind}"
+    process.stop()
+
+
+@pytest.fixture
+def stand_in(messageapp: str) -> str:
+    """The stand-in with no deliveries, failures or knobs left by an earlier test."""
+    assert HTTP.post(f"{messageapp}/reset").status_code == 204
+    return messageapp
+
+
+def configure(provider: str, **knobs: object) -> None:
+    answer = HTTP.put(f"{provider}/config", json=knobs)
+    assert answer.status_code == 200, answer.text
+
+
+def failed_calls(provider: str) -> int:
+    """The calls the stand-in answered with a simulated failure."""
+    metrics = HTTP.get(f"{provider}/metrics").text
+    found = re.search(r'herald_messageapp_calls_total\{outcome="failed"\} (\S+)', metrics)
+    assert found, metrics
+    return int(float(found.group(1)))
 
 
 @pytest.fixture(autouse=True)
@@ -85,6 +119,35 @@ def dead_letters(broker: RedisBroker) -> list[str]:
     return [letter["args"][0] for letter in letters if letter.get("actor_name") == SEND_ACTOR]
 
 
+def as_batch(broker: RedisBroker, message_id: str) -> None:
+    enqueue_sends(broker, [message_id])
+
+
+def alone(broker: RedisBroker, message_id: str) -> None:
+    enqueue_send(broker, message_id)
+
+
+Enqueue = Callable[[RedisBroker, str], None]
+EITHER_ACTOR = pytest.mark.parametrize("enqueue", [as_batch, alone], ids=["batch", "single"])
+
+
+@EITHER_ACTOR
+@pytest.mark.parametrize("retry_after", ["inf", "nan"])
+def test_a_provider_asking_for_a_non_finite_wait_is_called_max_retries_plus_one_times(
+    settings: Settings, engine: Engine, stand_in: str, enqueue: Enqueue, retry_after: str
+) -> None:
+    configure(stand_in, fail_next=1000, fail_status=503, retry_after=retry_after)
+    message_id = new_message(engine)
+    with running_sender(settings, stand_in) as broker:
+        enqueue(broker, message_id)
+        status, attempts, last_error = outcome(engine, message_id)
+        assert (status, attempts) == ("failed", settings.max_retries + 1)
+        wait_for(lambda: dead_letters(broker) == [message_id], 5, "its dead letter")
+    assert last_error is not None
+    assert last_error.startswith("HTTP 503")
+    assert failed_calls(stand_in) == settings.max_retries + 1
+
+
 def test_an_error_raised_inside_the_provider_call_is_an_outcome_and_logged(
     settings: Settings, engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -99,3 +162,19 @@ def test_an_error_raised_inside_the_provider_call_is_an_outcome_and_logged(
     assert last_error is not None
     assert last_error.startswith("UnicodeError: ")
     assert "provider call raised UnicodeError" in caplog.messages
+
+
+@EITHER_ACTOR
+def test_the_retry_limit_counts_the_rows_attempts_not_the_queue_messages_retries(
+    settings: Settings, engine: Engine, stand_in: str, enqueue: Enqueue
+) -> None:
+    # As after a sweeper re-enqueue: a fresh queue message (no retries counted) for a row that
+    # has used every attempt but its last.
+    configure(stand_in, fail_next=1000, fail_status=503)
+    message_id = new_message(engine, Status.RETRYING, attempts=settings.max_retries)
+    with running_sender(settings, stand_in) as broker:
+        enqueue(broker, message_id)
+        status, attempts, _ = outcome(engine, message_id)
+        assert (status, attempts) == ("failed", settings.max_retries + 1)
+        wait_for(lambda: dead_letters(broker) == [message_id], 5, "its dead letter")
+    assert failed_calls(stand_in) == 1

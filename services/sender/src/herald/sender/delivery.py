@@ -26,7 +26,6 @@ import dramatiq
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import compute_backoff
-from dramatiq.middleware import CurrentMessage
 from redis.exceptions import RedisError
 
 from herald.core import transitions
@@ -44,9 +43,8 @@ log = logging.getLogger(__name__)
 DeliveryError = PermanentError | TransientError
 
 
-def _retries_so_far() -> int:
-    message = CurrentMessage.get_current_message()
-    return 0 if message is None else int(message.options.get("retries", 0))
+class RetriesExhausted(PermanentError):
+    """The last attempt allowed failed transiently: as final as a refusal, so no retry follows."""
 
 
 # Most claims or outcomes one statement carries.
@@ -111,17 +109,17 @@ class Delivery:
 
     def send(self, message_id: str) -> None:
         """Deliver message_id at most once per claim; a duplicate or canceled message is a no-op."""
-        # Read in the worker thread: the coroutine runs on the loop's thread, not in this context.
-        _run(self._send(message_id, _retries_so_far()))
+        _run(self._send(message_id))
 
     def send_batch(self, message_ids: list[str]) -> None:
         """send() for each id, concurrently; a failed id goes on as a single send."""
         _run(self._send_batch(message_ids))
 
-    async def _send(self, message_id: str, retries: int) -> None:
+    async def _send(self, message_id: str) -> None:
         async with self._slots:
-            error = await self._attempt(message_id, retries)
+            error = await self._attempt(message_id)
         if isinstance(error, PermanentError):
+            # The actor throws it: Retries lets it pass, and the queue message is dead-lettered.
             raise error
         if error is not None:
             # Retry, unlike a plain exception, is not logged as a crash; Retries computes the
@@ -143,7 +141,7 @@ class Delivery:
         async with self._slots:
             if self._stopping:
                 return False
-            error = await self._attempt(message_id, 0)
+            error = await self._attempt(message_id)
         if error is not None:
             await self._go_on_alone(message_id, error)
         return True
@@ -152,7 +150,7 @@ class Delivery:
         """A batch's failed id: its first retry as a single send, or its dead letter."""
         s = self._settings
         try:
-            if isinstance(error, TransientError) and s.max_retries > 0:
+            if isinstance(error, TransientError):  # not the last attempt (_after_transient)
                 # What Retries would do after a single send's first failure.
                 delay = error.retry_after_ms
                 if delay is None:
@@ -166,7 +164,7 @@ class Delivery:
             # The row's status is recorded; the sweeper enqueues a retrying row again later.
             log.warning("could not enqueue its follow-up: %s", redis_error, extra=_ids(message_id))
 
-    async def _attempt(self, message_id: str, retries: int) -> DeliveryError | None:
+    async def _attempt(self, message_id: str) -> DeliveryError | None:
         """Claim, call the provider, record the outcome; the error, if the call failed."""
         claimed = await self._claims.submit(message_id)
         if claimed is None:
@@ -180,8 +178,7 @@ class Delivery:
             await self._fail(message_id, str(error))
             return error
         except TransientError as error:
-            await self._after_transient(message_id, retries, error)
-            return error
+            return await self._after_transient(claimed, error)
         if not await self._sent.submit(message_id):
             log.warning("sent lost to a concurrent change", extra=_ids(message_id))
         log.debug("sent", extra=_ids(message_id))
@@ -196,15 +193,17 @@ class Delivery:
         self._metrics.sends.labels("failed").inc()
         self._metrics.dead_letters.inc()
 
-    async def _after_transient(self, message_id: str, retries: int, error: TransientError) -> None:
-        # The same rule as Dramatiq's Retries middleware, which dead-letters the queue message:
-        # after max_retries retries the row is failed too, and never shows a retry that won't come.
-        if retries >= self._settings.max_retries:
-            await self._fail(message_id, str(error))
-        else:
-            log.info("retrying: %s", error, extra=_ids(message_id))
-            await self._record(Status.RETRYING, message_id, str(error))
-            self._metrics.sends.labels("retry").inc()
+    async def _after_transient(self, claimed: Claimed, error: TransientError) -> DeliveryError:
+        """Record retrying; on the last attempt allowed, failed and a RetriesExhausted instead."""
+        # The row counts the attempts, not the queue message: one the sweeper enqueued again
+        # carries no retries, and counting those would start the budget over each time.
+        if claimed.attempts > self._settings.max_retries:
+            await self._fail(claimed.id, str(error))
+            return RetriesExhausted(str(error))
+        log.info("retrying: %s", error, extra=_ids(claimed.id))
+        await self._record(Status.RETRYING, claimed.id, str(error))
+        self._metrics.sends.labels("retry").inc()
+        return error
 
     async def _record(self, target: Status, message_id: str, error: str) -> None:
         if not await self._errors[target].submit((message_id, error)):

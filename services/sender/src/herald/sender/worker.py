@@ -34,7 +34,10 @@ class DeliveryControl(dramatiq.Middleware):
 
 
 def declare_actors(broker: dramatiq.Broker, delivery: Delivery) -> None:
-    """Register the send actors on broker; a permanent error dead-letters at once (no retries).
+    """Register the send actors on broker; a PermanentError dead-letters at once (no retries).
+
+    That includes RetriesExhausted: the row's attempts, not the queue message's retry count,
+    decide which attempt is the last (herald.sender.delivery).
 
     A batch's own failure (PostgreSQL down before its claims) retries the whole batch: the
     claims let each id be sent once.
