@@ -25,6 +25,7 @@ from herald.core.settings import Settings
 from herald.core.statuses import Status
 from herald.core.tables import messages
 from herald.sender.worker import build
+from tests.provider_server import Answer, scripted_server
 from tests.stack import HTTP, free_port, launch, wait_for, wait_healthy
 
 Row = tuple[str, int, str | None]
@@ -178,3 +179,21 @@ def test_the_retry_limit_counts_the_rows_attempts_not_the_queue_messages_retries
         assert (status, attempts) == ("failed", settings.max_retries + 1)
         wait_for(lambda: dead_letters(broker) == [message_id], 5, "its dead letter")
     assert failed_calls(stand_in) == 1
+
+
+@pytest.mark.parametrize("code", [302, 307])
+def test_a_redirect_fails_the_message_and_is_never_followed(
+    settings: Settings, engine: Engine, code: int
+) -> None:
+    with scripted_server() as provider:
+        provider.scripts["/message"] = [Answer(code, {"Location": f"{provider.url}/elsewhere"})]
+        provider.scripts["/elsewhere"] = [Answer(200, body=b'{"status": "accepted"}')]
+        message_id = new_message(engine)
+        with running_sender(settings, provider.url) as broker:
+            enqueue_sends(broker, [message_id])
+            status, attempts, last_error = outcome(engine, message_id)
+            assert (status, attempts) == ("failed", 1)
+            wait_for(lambda: dead_letters(broker) == [message_id], 5, "its dead letter")
+        assert last_error is not None
+        assert last_error.startswith(f"HTTP {code}")
+        assert provider.calls_to("/elsewhere") == []

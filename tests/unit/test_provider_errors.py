@@ -77,3 +77,9 @@ def test_an_absurd_but_finite_retry_after_is_capped() -> None:
 
 def test_zero_seconds_mean_now() -> None:
     assert retry_after_ms("0", CAP_MS) == 0
+
+
+@pytest.mark.parametrize("code", [300, 301, 302, 303, 304, 307, 308])
+def test_a_redirect_is_permanent(code: int) -> None:
+    with pytest.raises(PermanentError, match=f"HTTP {code}"):
+        classify(*_response(code), CAP_MS)

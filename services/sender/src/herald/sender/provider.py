@@ -58,14 +58,16 @@ def _delay_s(value: str, now: float) -> float | None:
 
 
 def classify(code: int, text: str, retry_after: str | None, cap_ms: int) -> None:
-    """Return on 2xx; raise TransientError (408, 429, 5xx, other) or PermanentError (other 4xx).
+    """Return on 2xx; raise PermanentError (3xx, 4xx but 408/429) or TransientError (the rest).
 
     text is the answer's body, retry_after its Retry-After header (None when absent).
     """
     if 200 <= code < 300:
         return
     reason = f"HTTP {code}: {text[:MAX_ERROR_CHARS]}".rstrip(": ")
-    if 400 <= code < 500 and code not in TRANSIENT_CODES:
+    # A redirect is the provider's answer, never followed (Provider.deliver): the contract
+    # accepts a message only with a 2xx from POST {HERALD_PROVIDER_URL}/message itself.
+    if 300 <= code < 500 and code not in TRANSIENT_CODES:
         raise PermanentError(reason)
     raise TransientError(reason, retry_after_ms(retry_after, cap_ms))
 
@@ -116,6 +118,10 @@ class Provider:
                 self._url,
                 json={"destination": message.destination, "body": message.body},
                 headers={"Idempotency-Key": message.id},
+                # aiohttp would follow a 301-303 as a GET without the body, and count whatever
+                # answers there (often 200) as delivery; a 307/308 would post the message to
+                # a host HERALD_PROVIDER_URL does not name.
+                allow_redirects=False,
             ) as response:
                 code = response.status
                 # Read the body whatever the code, so the connection goes back to the pool.
