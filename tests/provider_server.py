@@ -8,6 +8,7 @@ managed to write before the caller hung up.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,12 +20,16 @@ BLOCK = b"x" * (64 * 1024)
 
 @dataclass(frozen=True)
 class Answer:
-    """One scripted answer: status, headers, and body (or stream_bytes of BLOCKs, chunked)."""
+    """One scripted answer: status, headers, and body (or stream_bytes of BLOCKs, chunked).
+
+    pause_s: a pause halfway through body, so that its end arrives well after the headers.
+    """
 
     status: int
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     stream_bytes: int = 0
+    pause_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,10 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_header("Content-Length", str(len(answer.body)))
             self.end_headers()
-            self.wfile.write(answer.body)
+            half = len(answer.body) // 2
+            self.wfile.write(answer.body[:half])
+            time.sleep(answer.pause_s)
+            self.wfile.write(answer.body[half:])
 
     def _stream(self, total: int) -> None:
         self.close_connection = True

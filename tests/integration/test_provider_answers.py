@@ -11,6 +11,7 @@ import gc
 import json
 import os
 import re
+import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -24,11 +25,14 @@ from herald.core.ids import new_id
 from herald.core.settings import Settings
 from herald.core.statuses import Status
 from herald.core.tables import messages
+from herald.sender.provider import MAX_ERROR_CHARS
 from herald.sender.worker import build
 from tests.provider_server import Answer, scripted_server
 from tests.stack import HTTP, free_port, launch, wait_for, wait_healthy
 
 Row = tuple[str, int, str | None]
+# Far more than any provider's error page: all of it read, it would show in the memory peak.
+HUGE_BODY_BYTES = 50 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +201,46 @@ def test_a_redirect_fails_the_message_and_is_never_followed(
         assert last_error is not None
         assert last_error.startswith(f"HTTP {code}")
         assert provider.calls_to("/elsewhere") == []
+
+
+def test_a_huge_error_body_is_cut_short_and_the_answer_judged_at_once(
+    settings: Settings, engine: Engine
+) -> None:
+    once = settings.model_copy(update={"max_retries": 0})
+    with scripted_server() as provider:
+        provider.scripts["/message"] = [Answer(503, stream_bytes=HUGE_BODY_BYTES)]
+        message_id = new_message(engine)
+        with running_sender(once, provider.url) as broker:
+            tracemalloc.start()
+            try:
+                enqueue_sends(broker, [message_id])
+                status, _, last_error = outcome(engine, message_id)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+    assert status == "failed"
+    # Everything this process allocated meanwhile, the sender's read of the body included.
+    assert peak < 8 * 1024 * 1024, f"{peak / 2**20:.1f} MiB allocated at the peak"
+    # Judged on the answer, within the provider timeout (which would say "no answer").
+    assert last_error == f"HTTP 503: {'x' * MAX_ERROR_CHARS}"
+    assert provider.streamed < HUGE_BODY_BYTES  # the sender hung up long before the end
+
+
+def test_small_answers_leave_the_connection_to_the_next_call(
+    settings: Settings, engine: Engine
+) -> None:
+    with scripted_server() as provider:
+        # The bodies' ends arrive late: a connection is only reused if its body was awaited.
+        provider.scripts["/message"] = [
+            Answer(503, body=b"e" * 10_000, pause_s=0.05),
+            Answer(200, body=b'{"status": "accepted"}', pause_s=0.05),
+        ]
+        message_ids = [new_message(engine) for _ in range(3)]
+        with running_sender(settings, provider.url) as broker:
+            enqueue_sends(broker, message_ids)
+            statuses = [outcome(engine, message_id)[0] for message_id in message_ids]
+        calls = provider.calls_to("/message")
+    assert statuses == ["sent"] * 3
+    # One thread sends one at a time: four calls (one retry), all on one connection.
+    assert len(calls) == 4
+    assert len({call.port for call in calls}) == 1

@@ -18,6 +18,10 @@ log = logging.getLogger(__name__)
 # Worth trying again: the request timed out or was throttled, or the provider itself failed.
 TRANSIENT_CODES = frozenset({408, 429})
 MAX_ERROR_CHARS = 500
+# The most of an answer's body read. Far more than any ordinary answer, which is read to its
+# end so that its connection goes back to the pool; of a huge or endless one no more is held,
+# and aiohttp closes its connection instead.
+MAX_ANSWER_BYTES = 64 * 1024
 
 
 class TransientError(Exception):
@@ -124,8 +128,7 @@ class Provider:
                 allow_redirects=False,
             ) as response:
                 code = response.status
-                # Read the body whatever the code, so the connection goes back to the pool.
-                text = await response.text(errors="replace")
+                text = await _start_of_body(response)
                 retry_after = response.headers.get("Retry-After")
         except TimeoutError:
             self._observe("timeout", started)
@@ -147,3 +150,19 @@ def _described(error: Exception) -> str:
 
 def _ids(message: Claimed) -> dict[str, str]:
     return {"message_id": message.id}
+
+
+async def _start_of_body(response: aiohttp.ClientResponse) -> str:
+    """The start of the answer's body as text; at most MAX_ANSWER_BYTES of it are ever read."""
+    body = bytearray()
+    while len(body) < MAX_ANSWER_BYTES:
+        chunk = await response.content.read(MAX_ANSWER_BYTES - len(body))
+        if not chunk:
+            break
+        body += chunk
+    # MAX_ERROR_CHARS characters take at most 4 bytes each.
+    start = bytes(body[: 4 * MAX_ERROR_CHARS])
+    try:
+        return start.decode(response.charset or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return start.decode("utf-8", errors="replace")
