@@ -185,6 +185,25 @@ def test_the_retry_limit_counts_the_rows_attempts_not_the_queue_messages_retries
     assert failed_calls(stand_in) == 1
 
 
+def test_a_manual_retry_of_a_message_that_spent_its_retries_gets_a_full_budget_again(
+    settings: Settings, engine: Engine, stand_in: str
+) -> None:
+    # An operator retries a message that failed after every attempt (a provider outage): it
+    # gets the same max_retries + 1 attempts as a new message, while attempts counts them all.
+    from herald.core.transitions import requeue_failed
+
+    configure(stand_in, fail_next=1000, fail_status=503)
+    spent = settings.max_retries + 1
+    message_id = new_message(engine, Status.FAILED, attempts=spent)
+    with engine.begin() as conn:
+        assert requeue_failed(conn, message_id)
+    with running_sender(settings, stand_in) as broker:
+        enqueue_sends(broker, [message_id])
+        status, attempts, _ = outcome(engine, message_id)
+        assert (status, attempts) == ("failed", 2 * spent)
+    assert failed_calls(stand_in) == spent
+
+
 @pytest.mark.parametrize("code", [302, 307])
 def test_a_redirect_fails_the_message_and_is_never_followed(
     settings: Settings, engine: Engine, code: int

@@ -31,6 +31,8 @@ messages = Table(
     Column("body", Text, nullable=False),
     Column("status", Text, nullable=False),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
+    # attempts when an operator last retried it by hand: the retry budget counts from there.
+    Column("attempts_at_retry", Integer, nullable=False, server_default=text("0")),
     Column("last_error", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),

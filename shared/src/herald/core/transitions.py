@@ -38,6 +38,9 @@ class Claimed:
     body: str
     attempts: int
     created_at: datetime
+    # Which attempt this is since acceptance or the last manual retry (1: the first): the
+    # retry budget is spent by these, not by every call the row has ever had.
+    attempt: int
 
 
 def _status_in(sources: tuple[Status, ...], table: str = "messages") -> str:
@@ -77,7 +80,7 @@ _CLAIM: LiteralString = f"""
     UPDATE messages SET status = '{Status.SENDING.value}', attempts = attempts + 1,
         updated_at = now()
     WHERE id = ANY(%(ids)s::text[]) AND {_status_in(CLAIMABLE)}
-    RETURNING id, destination, body, attempts, created_at
+    RETURNING id, destination, body, attempts, created_at, attempts - attempts_at_retry
     """
 _MARK_SENT: LiteralString = f"""
     UPDATE messages SET status = '{Status.SENT.value}', updated_at = now(), sent_at = now(),
@@ -170,8 +173,8 @@ def cancel(conn: Connection, message_id: str) -> bool:
 
 
 def requeue_failed(conn: Connection, message_id: str) -> bool:
-    """failed -> queued: an operator's manual retry."""
-    return _move(conn, message_id, RETRYABLE, Status.QUEUED)
+    """failed -> queued: an operator's manual retry, with a full retry budget again."""
+    return _move(conn, message_id, RETRYABLE, Status.QUEUED, attempts_at_retry=messages.c.attempts)
 
 
 def promote(conn: Connection, message_id: str) -> bool:

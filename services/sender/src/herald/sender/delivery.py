@@ -196,8 +196,9 @@ class Delivery:
     async def _after_transient(self, claimed: Claimed, error: TransientError) -> DeliveryError:
         """Record retrying; on the last attempt allowed, failed and a RetriesExhausted instead."""
         # The row counts the attempts, not the queue message: one the sweeper enqueued again
-        # carries no retries, and counting those would start the budget over each time.
-        if claimed.attempts > self._settings.max_retries:
+        # carries no retries, and counting those would start the budget over each time. Only
+        # an operator's manual retry starts it over (Claimed.attempt).
+        if claimed.attempt > self._settings.max_retries:
             await self._fail(claimed.id, str(error))
             return RetriesExhausted(str(error))
         log.info("retrying: %s", error, extra=_ids(claimed.id))
