@@ -13,7 +13,7 @@ from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import current_millis
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
-from dramatiq.middleware import CurrentMessage, Retries
+from dramatiq.middleware import Retries
 from redis.exceptions import NoScriptError
 
 from herald.core.settings import Settings
@@ -170,7 +170,6 @@ def make_broker(settings: Settings) -> PollingBroker:
                 min_backoff=settings.min_backoff_ms,
                 max_backoff=settings.max_backoff_ms,
             ),
-            CurrentMessage(),
             CountedIds(),
         ],
     )
