@@ -193,18 +193,11 @@ def test_ids_held_counts_a_set_and_a_long_list_by_pages(broker: RedisBroker) -> 
 
 
 def test_expired_idempotency_keys_are_forgotten(sweeper: Sweeper, engine: Engine) -> None:
-    with engine.begin() as conn:
-        conn.execute(text("TRUNCATE idempotency_keys"))
-        conn.execute(
-            text(
-                "INSERT INTO idempotency_keys (key, message_id, fingerprint, created_at) VALUES "
-                "('old', 'x', 'f', now() - interval '25 hours'), ('new', 'y', 'f', now())"
-            )
-        )
+    _keys(engine, expired=1, fresh=1)
     assert sweeper.purge() == 1
     with engine.connect() as conn:
         keys = conn.execute(text("SELECT key FROM idempotency_keys")).scalars().all()
-    assert keys == ["new"]
+    assert keys == ["k2"]
 
 
 def test_the_stuck_scan_uses_the_partial_index_at_scale(engine: Engine) -> None:
@@ -246,16 +239,18 @@ def test_a_backlog_whose_messages_wait_in_redis_is_not_enqueued_twice(
     assert len(queued_ids(broker)) == 4
 
 
-def _expired_keys(engine: Engine, count: int) -> None:
+def _keys(engine: Engine, expired: int, fresh: int = 0) -> None:
+    """Only these idempotency keys: k1.. past the 24-hour window (k1 newest), then fresh ones."""
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE idempotency_keys"))
         conn.execute(
             text(
                 "INSERT INTO idempotency_keys (key, message_id, fingerprint, created_at) "
-                "SELECT 'k' || g, 'm', 'f', now() - interval '25 hours' - g * interval '1 ms' "
-                "FROM generate_series(1, :count) g"
+                "SELECT 'k' || g, 'm', 'f', CASE WHEN g <= :expired "
+                "THEN now() - interval '25 hours' - g * interval '1 ms' ELSE now() END "
+                "FROM generate_series(1, :expired + :fresh) g"
             ),
-            {"count": count},
+            {"expired": expired, "fresh": fresh},
         )
 
 
@@ -265,7 +260,7 @@ def test_recovery_commits_however_many_expired_keys_await_their_purge(
     # A day of heavy keyed traffic leaves more expired keys than one statement may delete
     # within its timeout; that must never roll the recovery of lost sends back with it.
     # Measured here: one DELETE of 400k keys ~120 ms, a batch of PURGE_BATCH ~3 ms.
-    _expired_keys(engine, 400_000)
+    _keys(engine, expired=400_000)
     lost = _row(engine, Status.QUEUED, age_s=120)
     tight = make_engine(settings, pool_size=1, statement_timeout_ms=40)
     try:
