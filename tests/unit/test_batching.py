@@ -179,3 +179,28 @@ def test_a_cancelled_async_caller_does_not_stop_the_others() -> None:
         return await kept
 
     assert asyncio.run(main()) == 2
+
+
+def test_an_async_caller_cancelled_before_its_batch_is_taken_is_never_run() -> None:
+    async def main() -> list[int]:
+        release, running = asyncio.Event(), asyncio.Event()
+        handled: list[int] = []
+
+        async def handle(items: list[int]) -> list[int]:
+            handled.extend(items)
+            running.set()
+            await release.wait()
+            return items
+
+        batcher: AsyncBatcher[int, int] = AsyncBatcher(handle, 10, "withdraw")
+        first = asyncio.create_task(batcher.submit(1))
+        await running.wait()  # the runner holds the first batch: the next one waits
+        gone = asyncio.create_task(batcher.submit(2))
+        await asyncio.sleep(0)  # gone is pending now
+        gone.cancel()
+        release.set()
+        assert await first == 1
+        assert await batcher.submit(3) == 3
+        return handled
+
+    assert asyncio.run(main()) == [1, 3]

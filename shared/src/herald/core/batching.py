@@ -1,19 +1,25 @@
-"""Group commit: many threads' small writes become one statement and one COMMIT.
+"""Group commit: many callers' small writes become one statement and one COMMIT.
 
-Each request thread hands its work to a Batcher and waits. One background thread takes
-everything that arrived while it was busy with the previous batch and runs it in one go. An idle
-system adds no delay (the first item is taken at once); under load, round trips and commits are
-shared by a whole batch. Every caller gets its own result, or the batch's exception.
+Each caller hands its work to a batcher and waits. One background runner takes everything that
+arrived while it was busy with the previous batch and runs it in one go. An idle system adds no
+delay (the first item is taken at once); under load, round trips and commits are shared by a
+whole batch. Every caller gets its own result, or the batch's exception.
 
 A caller gives up only while its submission still waits to be taken: it is then withdrawn, so it
 is never run. Once taken, the caller waits for the batch's outcome, however long: a write in it
 may commit, and a caller told "timed out, nothing was stored" must never see its row go out.
+
+The rules (arrival order, batch size, whole submissions, each caller's share of the results,
+the batch's error for all, withdraw-before-taken) are written once, in _GroupCommit. Batcher
+(threads or greenlets: ingest, status reads) and AsyncBatcher (coroutines on one event loop: the
+sender) differ only in how a caller and the runner wait.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -25,8 +31,69 @@ class BatchTimeout(Exception):
     """No outcome in time. Unless the Batcher is effect_free, nothing ran and nothing will."""
 
 
-class _Outcome(Generic[Result]):
-    """One submission's results (or the batch's error), set once by the batch thread.
+class _Waiter(Generic[Result]):
+    """How one submission's results (or the batch's error) reach its caller; set once."""
+
+    __slots__ = ()
+
+    def set(self, results: list[Result], error: BaseException | None) -> None:
+        raise NotImplementedError
+
+
+class _GroupCommit(Generic[Item, Result]):
+    """What every batcher does without waiting; its driver holds whatever lock it needs."""
+
+    def __init__(self, max_batch: int, name: str) -> None:
+        self._max_batch = max_batch
+        self._name = name
+        # Whole submissions, in arrival order: one submission is never split across batches.
+        self._pending: deque[tuple[Sequence[Item], _Waiter[Result]]] = deque()
+
+    def _withdraw(self, waiter: _Waiter[Result]) -> bool:
+        """Remove a submission no batch has taken yet; False if one has (it runs, or ran)."""
+        for index, (_, waiting) in enumerate(self._pending):
+            if waiting is waiter:
+                del self._pending[index]
+                return True
+        return False
+
+    def _take(self) -> list[tuple[Sequence[Item], _Waiter[Result]]]:
+        """The next batch: the oldest submission, then those after it that fit max_batch."""
+        if not self._pending:
+            return []
+        taken = [self._pending.popleft()]
+        size = len(taken[0][0])
+        while self._pending and size + len(self._pending[0][0]) <= self._max_batch:
+            size += len(self._pending[0][0])
+            taken.append(self._pending.popleft())
+        return taken
+
+    @staticmethod
+    def _items(batch: list[tuple[Sequence[Item], _Waiter[Result]]]) -> list[Item]:
+        return [item for items, _ in batch for item in items]
+
+    @staticmethod
+    def _settle(
+        batch: list[tuple[Sequence[Item], _Waiter[Result]]], results: Sequence[Result]
+    ) -> None:
+        """Each caller its own results: handle answered one per item, in the items' order."""
+        start = 0
+        for items, waiter in batch:
+            waiter.set(list(results[start : start + len(items)]), None)
+            start += len(items)
+
+    @staticmethod
+    def _fail(batch: list[tuple[Sequence[Item], _Waiter[Result]]], error: BaseException) -> None:
+        """The batch's failure is every caller's failure; a stop is raised again afterwards."""
+        # Even when the runner is being stopped: a caller of a taken batch waits without limit.
+        for _, waiter in batch:
+            waiter.set([], error)
+        if not isinstance(error, Exception):
+            raise error
+
+
+class _Outcome(_Waiter[Result]):
+    """A thread's (or greenlet's) wait for its results, set once by the batch thread.
 
     Lighter than a Future per item: one lock, held until the results are in, and no Condition
     (under gevent both sides are greenlets, and this is most of what a request waits through).
@@ -61,7 +128,7 @@ class _Outcome(Generic[Result]):
         return self._results
 
 
-class Batcher(Generic[Item, Result]):
+class Batcher(_GroupCommit[Item, Result]):
     """Runs handle(items) -> results (one per item, same order) on batches of submitted items."""
 
     def __init__(
@@ -72,15 +139,12 @@ class Batcher(Generic[Item, Result]):
         wait_seconds: float = 30.0,
         effect_free: bool = False,
     ) -> None:
+        super().__init__(max_batch, name)
         # wait_seconds bounds the wait for a batch to take a submission, not for its outcome;
         # only where handle has no effect (reads) may a caller also give up on a taken batch.
         self._handle = handle
         self._wait_seconds = wait_seconds
         self._effect_free = effect_free
-        self._max_batch = max_batch
-        self._name = name
-        # Whole submissions, in arrival order: one submission is never split across batches.
-        self._pending: list[tuple[Sequence[Item], _Outcome[Result]]] = []
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
 
@@ -94,68 +158,72 @@ class Batcher(Generic[Item, Result]):
         BatchTimeout if no batch took them within wait_seconds: then they are never run
         (effect_free: also if their batch has not finished by then).
         """
-        submission: tuple[Sequence[Item], _Outcome[Result]] = (items, _Outcome())
+        outcome: _Outcome[Result] = _Outcome()
         with self._wake:
             if self._thread is None:
                 # Started on first use, so it belongs to the process that serves (after a fork).
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
-            self._pending.append(submission)
+            self._pending.append((items, outcome))
             self._wake.notify()
-        results = submission[1].wait(self._wait_seconds)
-        if results is None:
-            self._withdraw(submission)
-            if self._effect_free:  # a read given up on changes nothing: keep the answer prompt
-                raise BatchTimeout(f"{self._name}: no outcome within {self._wait_seconds} s")
-            # Taken before we could withdraw it: its batch may commit, so its outcome is the
-            # only true answer. The handler ends by itself (statements have their own timeout).
-            results = submission[1].wait_until_set()
-        return results
+        results = outcome.wait(self._wait_seconds)
+        return self._late(outcome) if results is None else results
 
-    def _withdraw(self, submission: tuple[Sequence[Item], _Outcome[Result]]) -> None:
-        """Remove a submission no batch has taken yet (BatchTimeout); if taken, do nothing."""
-        # Under the lock _take pops with: a submission is either withdrawn or taken, never both.
+    def _late(self, outcome: _Outcome[Result]) -> list[Result]:
+        # Under the lock _next takes with: a submission is either withdrawn or taken, never both.
         with self._wake:
-            for index, waiting in enumerate(self._pending):
-                if waiting is submission:
-                    del self._pending[index]
-                    raise BatchTimeout(f"{self._name}: not taken within {self._wait_seconds} s")
+            withdrawn = self._withdraw(outcome)
+        if withdrawn:
+            raise BatchTimeout(f"{self._name}: not taken within {self._wait_seconds} s")
+        if self._effect_free:  # a read given up on changes nothing: keep the answer prompt
+            raise BatchTimeout(f"{self._name}: no outcome within {self._wait_seconds} s")
+        # Taken before we could withdraw it: its batch may commit, so its outcome is the only
+        # true answer. The handler ends by itself (statements have their own timeout).
+        return outcome.wait_until_set()
 
-    def _take(self) -> list[tuple[Sequence[Item], _Outcome[Result]]]:
+    def _next(self) -> list[tuple[Sequence[Item], _Waiter[Result]]]:
         with self._wake:
             while not self._pending:
                 self._wake.wait()
-            taken = [self._pending.pop(0)]
-            size = len(taken[0][0])
-            while self._pending and size + len(self._pending[0][0]) <= self._max_batch:
-                size += len(self._pending[0][0])
-                taken.append(self._pending.pop(0))
-            return taken
+            return self._take()
 
     def _run(self) -> None:
         while True:
-            batch = self._take()
+            batch = self._next()
             try:
-                results = self._handle([item for items, _ in batch for item in items])
-            except BaseException as error:  # the batch's failure is every caller's failure
-                # Even when this thread is being stopped: its callers wait without a timeout.
-                for _, outcome in batch:
-                    outcome.set([], error)
-                if not isinstance(error, Exception):
-                    raise
+                results = self._handle(self._items(batch))
+            except BaseException as error:
+                self._fail(batch, error)
                 continue
-            start = 0
-            for items, outcome in batch:
-                outcome.set(list(results[start : start + len(items)]), None)
-                start += len(items)
+            self._settle(batch, results)
 
 
-class AsyncBatcher(Generic[Item, Result]):
+class _Awaited(_Waiter[Result]):
+    """A coroutine's wait for its results: a future on the batcher's loop."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[list[Result]]) -> None:
+        self.future = future
+
+    def set(self, results: list[Result], error: BaseException | None) -> None:
+        if self.future.done():  # its caller was cancelled (a stopping worker)
+            return
+        if error is None:
+            self.future.set_result(results)
+        elif isinstance(error, Exception):
+            self.future.set_exception(error)
+        else:  # the loop is stopping: so is everyone awaiting it
+            self.future.cancel()
+
+
+class AsyncBatcher(_GroupCommit[Item, Result]):
     """Batcher for coroutines on one event loop: the same group commit, no thread per caller.
 
     Callers await submit(); one task takes everything that arrived while the previous batch
     ran and awaits handle(items) -> results (a statement on an async connection), so the loop
-    keeps serving while a batch commits.
+    keeps serving while a batch commits. A caller waits without limit; one cancelled before its
+    batch is taken is withdrawn (never run), as a Batcher's caller that gives up.
     """
 
     def __init__(
@@ -164,38 +232,35 @@ class AsyncBatcher(Generic[Item, Result]):
         max_batch: int,
         name: str,
     ) -> None:
+        super().__init__(max_batch, name)
         self._handle = handle
-        self._max_batch = max_batch
-        self._name = name
-        self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def submit(self, item: Item) -> Result:
         """Run item in the next batch and return its result (or raise the batch's error)."""
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
+        awaited: _Awaited[Result] = _Awaited(asyncio.get_running_loop().create_future())
+        self._pending.append(((item,), awaited))
         if self._wake is None or self._task is None:
             # Made on first use, so they belong to the loop that runs the batches.
             self._wake = asyncio.Event()
             self._task = asyncio.create_task(self._run(self._wake), name=self._name)
         self._wake.set()
-        return await future
+        try:
+            return (await awaited.future)[0]
+        except asyncio.CancelledError:
+            # Not taken yet: it never runs (a claim would leave a row sending, with no sender).
+            self._withdraw(awaited)
+            raise
 
     async def _run(self, wake: asyncio.Event) -> None:
         while True:
             await wake.wait()
             wake.clear()
-            while self._pending:
-                batch = self._pending[: self._max_batch]
-                del self._pending[: self._max_batch]
+            while batch := self._take():
                 try:
-                    results = await self._handle([item for item, _ in batch])
-                except Exception as error:  # the batch's failure is every caller's failure
-                    for _, future in batch:
-                        if not future.done():  # done: its caller was cancelled (a stopping worker)
-                            future.set_exception(error)
+                    results = await self._handle(self._items(batch))
+                except BaseException as error:
+                    self._fail(batch, error)
                     continue
-                for (_, future), result in zip(batch, results, strict=True):
-                    if not future.done():
-                        future.set_result(result)
+                self._settle(batch, results)
