@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine, event, insert, text, update
 from sqlalchemy.exc import ProgrammingError
 
-from herald.core.db import make_engine
+from herald.core.db import DirectConnection, make_engine
 from herald.core.ids import new_id
 from herald.core.settings import Settings
 from herald.core.tables import messages
@@ -50,14 +50,16 @@ def test_the_status_service_answers_on_the_read_only_role(
         assert conn.execute(text("SELECT current_user")).scalar_one() == READER
     # The reads by id connect on their own: the same role, set by the URL's options.
     as_reader = f"{database_url}?options=-c%20role%3D{READER}"
-    by_id = Reader(Settings(database_url=as_reader))
-    assert by_id.one("SELECT current_user", ()) == (READER,)
+    direct = DirectConnection(Settings(database_url=as_reader))
+    assert direct.read("SELECT current_user", ()) == [(READER,)]
+    direct.close()
     # The pooled engine keeps the URL's options too, beside its statement timeout.
     pooled = make_engine(Settings(database_url=as_reader), pool_size=1)
     with pooled.connect() as conn:
         who = conn.execute(text("SELECT current_user, current_setting('statement_timeout')"))
         assert tuple(who.one()) == (READER, "4s")
     pooled.dispose()
+    by_id = Reader(Settings(database_url=as_reader))
     client = falcon.testing.TestClient(create_app(reader, by_id))
     assert client.get("/readyz").status_code == 200
     assert client.get(f"/message/{message_id}/status").json == {"status": "queued"}

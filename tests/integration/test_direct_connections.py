@@ -1,6 +1,7 @@
 """Direct connections on a real PostgreSQL: a session the server ended costs no failed statement."""
 
 import asyncio
+import threading
 import time
 
 from sqlalchemy import Engine, text
@@ -37,6 +38,30 @@ def test_a_statement_after_the_server_ended_the_session_runs_on_a_new_one(
     second = conn.execute(BACKEND_PID, ()).fetchone()
     assert second is not None
     assert second[0] != first[0]
+    conn.close()
+
+
+def _end_session_once_busy(engine: Engine, pid: int) -> None:
+    """End the session while it runs a statement (a crash mid-read), once it has begun."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as admin:
+        busy = text("SELECT state = 'active' FROM pg_stat_activity WHERE pid = :pid")
+        deadline = time.monotonic() + 5
+        while not admin.execute(busy, {"pid": pid}).scalar():
+            assert time.monotonic() < deadline, f"backend {pid} never ran the read"
+            time.sleep(0.01)
+    _end_session(engine, pid)
+
+
+def test_a_read_whose_session_ends_under_it_runs_once_more_on_a_new_one(
+    settings: Settings, engine: Engine
+) -> None:
+    conn = DirectConnection(settings)
+    [(first,)] = conn.read(BACKEND_PID, ())
+    killer = threading.Thread(target=_end_session_once_busy, args=(engine, first))
+    killer.start()
+    [(second,)] = conn.read("SELECT pg_backend_pid() FROM pg_sleep(0.5)", ())
+    killer.join()
+    assert second != first
     conn.close()
 
 

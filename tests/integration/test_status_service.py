@@ -161,3 +161,21 @@ def test_a_read_on_a_connection_killed_under_it_is_answered_not_503(
     assert result.status_code == 200
     assert result.json["status"] == "queued"
     engine.dispose()
+
+
+def test_a_list_on_a_pooled_connection_killed_under_it_is_answered_not_503(
+    settings: Settings,
+) -> None:
+    # The list's pool pings no connection before use: the read runs once more instead.
+    engine = make_engine(settings, pool_size=1, pre_ping=False)
+    client = falcon.testing.TestClient(create_app(engine, Reader(settings)))
+    assert client.simulate_get("/message/list").status_code == 200
+    with make_engine(settings, pool_size=1).connect() as admin:
+        admin.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    assert client.simulate_get("/message/list").status_code == 200
+    engine.dispose()

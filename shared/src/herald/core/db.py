@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import select
-from collections.abc import Mapping, Sequence
-from typing import Any, LiteralString
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Generic, LiteralString, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -105,66 +105,125 @@ def _ended_by_server(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any
     return bool(poller.poll(0))
 
 
-class DirectConnection:
-    """One psycopg connection for one thread: no pool, no ping before each use.
+Row = tuple[Any, ...]
+Conn = TypeVar("Conn", psycopg.Connection[Row], psycopg.AsyncConnection[Row])
+T = TypeVar("T")
 
-    Each execute() is one statement in autocommit mode, so it commits in the same round trip.
-    A hot path (the ingest batch writer, status reads) thus pays neither SQLAlchemy's
-    per-statement work, nor a pool's pre-ping, nor a separate COMMIT. A connection that fails
-    is dropped and the next call connects afresh, so a restarted PostgreSQL costs one failure.
+
+class _Direct(Generic[Conn]):
+    """What both direct connections share: where they connect, and when to connect again.
+
+    Each statement runs in autocommit mode, so it commits in the same round trip. A hot path
+    (the ingest writer, status reads, the sender's claims and outcomes) thus pays neither
+    SQLAlchemy's per-statement work, nor a pool's pre-ping, nor a separate COMMIT. A connection
+    the server ended is replaced before the next statement; one that fails is dropped and the
+    next statement connects afresh, so a restarted PostgreSQL costs at most one failure.
     """
 
     def __init__(self, settings: Settings) -> None:
         self._conninfo = _direct_conninfo(settings)
-        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._conn: Conn | None = None
 
-    @property
-    def connected(self) -> bool:
-        """Whether a connection is open (it may still turn out dead on its next use)."""
-        return self._conn is not None and not self._conn.closed
+    def _stale(self) -> bool:
+        """Whether the connection held can serve no statement: closed, or ended by the server."""
+        conn = self._conn
+        return conn is not None and (conn.closed or _ended_by_server(conn))
 
-    def execute(
-        self, statement: LiteralString, params: Sequence[Any]
-    ) -> psycopg.Cursor[tuple[Any, ...]]:
+    def _keep(self, conn: Conn) -> Conn:
+        self._conn = conn
+        return conn
+
+    def _detach(self) -> Conn | None:
+        conn, self._conn = self._conn, None
+        return conn
+
+
+class DirectConnection(_Direct[psycopg.Connection[Row]]):
+    """One psycopg connection for one thread (or greenlet): no pool, no ping before each use."""
+
+    def execute(self, statement: LiteralString, params: Sequence[Any]) -> psycopg.Cursor[Row]:
         """Run one statement as its own transaction (prepared after a few uses); its cursor."""
-        if self._conn is not None and not self._conn.closed and _ended_by_server(self._conn):
+        if self._stale():
             self.close()
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._conninfo, autocommit=True)
+        conn = self._conn or self._keep(psycopg.connect(self._conninfo, autocommit=True))
         try:
-            return self._conn.execute(statement, params, prepare=True)
+            return conn.execute(statement, params, prepare=True)
         except psycopg.OperationalError:
             self.close()
             raise
 
+    def read(self, statement: LiteralString, params: Sequence[Any]) -> list[Row]:
+        """A read's rows; run once more on a fresh connection if the one it reused was dead."""
+        reused = self._conn is not None and not self._conn.closed
+        return _again_if_dead(
+            lambda: self.execute(statement, params).fetchall(),
+            lambda error: reused and _lost_connection(error),
+        )
+
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        conn = self._detach()
+        if conn is not None:
+            conn.close()
 
 
-class AsyncDirectConnection:
+class AsyncDirectConnection(_Direct[psycopg.AsyncConnection[Row]]):
     """DirectConnection for an event loop: each statement's round trip is awaited on the loop,
     with no thread hand-off. For one coroutine at a time (e.g. one AsyncBatcher)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._conninfo = _direct_conninfo(settings)
-        self._conn: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
-
     async def execute(
         self, statement: LiteralString, params: Mapping[str, Any]
-    ) -> psycopg.AsyncCursor[tuple[Any, ...]]:
+    ) -> psycopg.AsyncCursor[Row]:
         """Run one statement as its own transaction (prepared after a few uses); its cursor."""
-        if self._conn is not None and not self._conn.closed and _ended_by_server(self._conn):
-            await self._conn.close()
-        if self._conn is None or self._conn.closed:
-            self._conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        if self._stale():
+            await self.close()
+        conn = self._conn or self._keep(
+            await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        )
         try:
-            return await self._conn.execute(statement, params, prepare=True)
+            return await conn.execute(statement, params, prepare=True)
         except psycopg.OperationalError:
-            conn, self._conn = self._conn, None
-            await conn.close()
+            await self.close()
             raise
+
+    async def close(self) -> None:
+        conn = self._detach()
+        if conn is not None:
+            await conn.close()
+
+
+def _lost_connection(error: Exception) -> bool:
+    """Whether a statement failed for want of a connection, not for what it asked."""
+    # A statement timeout is an OperationalError too, but the server is alive: repeating it
+    # would only double the wait.
+    return isinstance(error, psycopg.OperationalError) and not isinstance(
+        error, psycopg.errors.QueryCanceled
+    )
+
+
+def _again_if_dead(run: Callable[[], T], dead: Callable[[Exception], bool]) -> T:
+    """run(), and once more if it failed on a connection found dead (reads: safe to repeat).
+
+    Neither kind of read connection is pinged before use (a round trip per read): a restarted
+    PostgreSQL is noticed by the read that meets it, and that read alone runs twice.
+    """
+    try:
+        return run()
+    except Exception as error:
+        if not dead(error):
+            raise
+    return run()
+
+
+def pooled_read(engine: Engine, query: Callable[[Connection], T]) -> T:
+    """Run a read on a pooled connection; once more on a fresh one if that one had died."""
+
+    def run() -> T:
+        with engine.connect() as conn:
+            return query(conn)
+
+    return _again_if_dead(
+        run, lambda error: isinstance(error, DBAPIError) and error.connection_invalidated
+    )
 
 
 def ping_database(engine: Engine) -> None:

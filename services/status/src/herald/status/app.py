@@ -22,5 +22,5 @@ def create_app(engine: Engine, reader: Reader) -> App:
 
 def app_factory(settings: Settings) -> App:
     """Build the app and its connections; gunicorn calls this in each worker after the fork."""
-    # Reads retry once on a dead connection (queries), so no ping before each one.
+    # Reads retry once on a dead connection (herald.core.db), so no ping before each one.
     return create_app(make_engine(settings, pre_ping=False), Reader(settings))

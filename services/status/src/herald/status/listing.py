@@ -11,11 +11,11 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from sqlalchemy import Engine, select
 
+from herald.core.db import pooled_read
 from herald.core.ids import ID_PATTERN, first_id_at
 from herald.core.schemas import MessageRecord, Rfc3339Time
 from herald.core.statuses import Status
 from herald.core.tables import messages
-from herald.status.queries import read
 
 MAX_PAGE = 500
 _m = messages.c
@@ -58,7 +58,7 @@ def list_messages(engine: Engine, query: ListQuery) -> Page:
         statement = statement.where(_m.id < first_id_at(query.created_before))
     if query.cursor is not None:
         statement = statement.where(_m.id < query.cursor)
-    rows = read(engine, lambda conn: conn.execute(statement).mappings().all())
+    rows = pooled_read(engine, lambda conn: conn.execute(statement).mappings().all())
     records = [MessageRecord.model_validate(dict(row)) for row in rows]
     full = len(records) == query.limit
     return Page(messages=records, next_cursor=records[-1].id if full else None)

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, LiteralString, TypeVar
-
-import psycopg
-from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from typing import Any, LiteralString
 
 from herald.core.batching import Batcher
 from herald.core.db import BATCH_WAIT_SECONDS, DirectConnection
@@ -15,8 +10,6 @@ from herald.core.schemas import MessageRecord
 from herald.core.settings import Settings
 from herald.core.statuses import Status
 from herald.core.tables import messages
-
-T = TypeVar("T")
 
 # The two reads every client polls, for many ids at once (id = ANY: one statement text for any
 # count, prepared once). Their first column is the id.
@@ -29,29 +22,13 @@ _RECORDS: LiteralString = (
 MAX_IDS_PER_READ = 500
 
 
-def read(engine: Engine, query: Callable[[Connection], T]) -> T:
-    """Run a read; once more if its pooled connection had died (PostgreSQL restarted).
-
-    The engine does not ping each connection before use (a round trip per request): a read is
-    safe to repeat, so the one that finds a dead connection simply runs again on a fresh one.
-    """
-    try:
-        with engine.connect() as conn:
-            return query(conn)
-    except DBAPIError as error:
-        if not error.connection_invalidated:
-            raise
-    with engine.connect() as conn:
-        return query(conn)
-
-
 class _ByIds:
     """One read by id, batched: the ids asked for while the previous batch ran, in one query.
 
     Its own psycopg connection, autocommit and server-side prepared. A batch that finds its
-    connection dead (PostgreSQL restarted under it) runs once more on a fresh one; a statement
-    timeout or a refused connection is not repeated, and a request waits for its batch at most
-    BATCH_WAIT_SECONDS, so a 503 stays within the contract's 5 s.
+    connection dead (PostgreSQL restarted under it) runs once more on a fresh one
+    (DirectConnection.read); a statement timeout or a refused connection is not repeated, and a
+    request waits for its batch at most BATCH_WAIT_SECONDS, so a 503 stays within the 5 s.
     """
 
     def __init__(self, settings: Settings, statement: LiteralString, name: str) -> None:
@@ -67,20 +44,8 @@ class _ByIds:
         return self._batcher.submit(message_id)
 
     def _read(self, message_ids: list[str]) -> list[tuple[Any, ...] | None]:
-        rows = {row[0]: row for row in self.one_by_one(self._statement, (message_ids,))}
+        rows = {row[0]: row for row in self._conn.read(self._statement, (message_ids,))}
         return [rows.get(message_id) for message_id in message_ids]
-
-    def one_by_one(self, statement: LiteralString, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        """statement's rows on this reader's connection, retried once on a dead connection."""
-        reused = self._conn.connected
-        try:
-            return self._conn.execute(statement, params).fetchall()
-        except psycopg.errors.QueryCanceled:
-            raise
-        except psycopg.OperationalError:
-            if not reused:
-                raise
-        return self._conn.execute(statement, params).fetchall()
 
 
 class Reader:
@@ -95,11 +60,6 @@ class Reader:
     def __init__(self, settings: Settings) -> None:
         self._statuses = _ByIds(settings, _STATUSES, "status-reads")
         self._records = _ByIds(settings, _RECORDS, "record-reads")
-
-    def one(self, statement: LiteralString, params: Sequence[Any]) -> tuple[Any, ...] | None:
-        """The first row of any read, on the status reads' connection (diagnostics, tests)."""
-        rows = self._statuses.one_by_one(statement, params)
-        return rows[0] if rows else None
 
     def status_of(self, message_id: str) -> Status | None:
         """The message's current status, or None if there is no such message."""
