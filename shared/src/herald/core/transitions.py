@@ -2,7 +2,9 @@
 
 A duplicate queue message, a sweeper re-enqueue and a late worker can all reach the same row at
 once; because every change names the statuses it may leave, at most one of them moves it, and a
-status never goes backwards. The caller owns the transaction.
+status never goes backwards. The sender's changes (claim_many, mark_sent_many, record_errors)
+run on its event loop, each statement its own transaction; for the others the caller owns the
+transaction.
 """
 
 from __future__ import annotations
@@ -71,11 +73,10 @@ def _move(
 
 
 # The sender's hot statements, as psycopg's own SQL: the sender runs them on the event loop over
-# psycopg's async connection (AsyncDirectConnection), and the Connection versions below pass the
-# same text straight to the driver (exec_driver_sql). SQLAlchemy Core's per-execution work cost
-# ~1 ms of CPU per 16-id claim here, text() ~0.56 ms; at low rates, where a batch holds one
-# message, that was most of a send's database work. id = ANY(array) keeps one statement text
-# whatever the count, so it is prepared once.
+# psycopg's async connection (AsyncDirectConnection), each its own transaction. SQLAlchemy
+# Core's per-execution work cost ~1 ms of CPU per 16-id claim here, text() ~0.56 ms; at low
+# rates, where a batch holds one message, that was most of a send's database work.
+# id = ANY(array) keeps one statement text whatever the count, so it is prepared once.
 _CLAIM: LiteralString = f"""
     UPDATE messages SET status = '{Status.SENDING.value}', attempts = attempts + 1,
         updated_at = now()
@@ -110,61 +111,32 @@ def _claimed(rows: Iterable[Sequence[Any]]) -> dict[str, Claimed]:
     return {row[0]: Claimed(*row) for row in rows}
 
 
-def claim_many(conn: Connection, message_ids: list[str]) -> dict[str, Claimed]:
-    """claim() for many ids in one statement: those this call moved to sending."""
-    return _claimed(conn.exec_driver_sql(_CLAIM, {"ids": message_ids}))
+async def claim_many(conn: AsyncDirectConnection, message_ids: list[str]) -> dict[str, Claimed]:
+    """queued|retrying -> sending, counting the attempt, for many ids in one statement.
 
-
-def claim(conn: Connection, message_id: str) -> Claimed | None:
-    """queued|retrying -> sending, counting the attempt. None: not ours to send; do not send."""
-    return claim_many(conn, [message_id]).get(message_id)
-
-
-def mark_sent_many(conn: Connection, message_ids: list[str]) -> set[str]:
-    """mark_sent() for many ids in one statement: those this call moved to sent."""
-    return set(conn.exec_driver_sql(_MARK_SENT, {"ids": message_ids}).scalars())
-
-
-def mark_sent(conn: Connection, message_id: str) -> bool:
-    """sending -> sent: the provider accepted it."""
-    return message_id in mark_sent_many(conn, [message_id])
-
-
-def record_errors(conn: Connection, target: Status, errors: list[tuple[str, str]]) -> set[str]:
-    """sending -> target (retrying or failed) for many (id, last_error) pairs: ids moved."""
-    return set(conn.exec_driver_sql(_RECORD_ERRORS, _errors_params(target, errors)).scalars())
-
-
-async def claim_many_async(
-    conn: AsyncDirectConnection, message_ids: list[str]
-) -> dict[str, Claimed]:
-    """claim_many() as its own transaction on an event loop."""
+    Only the ids this call moved come back; an id left out is not ours to send (a duplicate
+    queue message, a canceled message, another delivery's claim): do not send it.
+    """
     cursor = await conn.execute(_CLAIM, {"ids": message_ids})
     return _claimed(await cursor.fetchall())
 
 
-async def mark_sent_many_async(conn: AsyncDirectConnection, message_ids: list[str]) -> set[str]:
-    """mark_sent_many() as its own transaction on an event loop."""
+async def mark_sent_many(conn: AsyncDirectConnection, message_ids: list[str]) -> set[str]:
+    """sending -> sent (the provider accepted them) in one statement: the ids it moved."""
     cursor = await conn.execute(_MARK_SENT, {"ids": message_ids})
     return {row[0] for row in await cursor.fetchall()}
 
 
-async def record_errors_async(
+async def record_errors(
     conn: AsyncDirectConnection, target: Status, errors: list[tuple[str, str]]
 ) -> set[str]:
-    """record_errors() as its own transaction on an event loop."""
+    """sending -> target for many (id, last_error) in one statement: the ids it moved.
+
+    target is retrying (a transient failure: another attempt is due) or failed (a permanent
+    error, or the last attempt spent).
+    """
     cursor = await conn.execute(_RECORD_ERRORS, _errors_params(target, errors))
     return {row[0] for row in await cursor.fetchall()}
-
-
-def mark_retrying(conn: Connection, message_id: str, error: str) -> bool:
-    """sending -> retrying: a transient failure; another attempt is due."""
-    return message_id in record_errors(conn, Status.RETRYING, [(message_id, error)])
-
-
-def mark_failed(conn: Connection, message_id: str, error: str) -> bool:
-    """sending -> failed: a permanent error or the last retry spent."""
-    return message_id in record_errors(conn, Status.FAILED, [(message_id, error)])
 
 
 def cancel(conn: Connection, message_id: str) -> bool:
@@ -175,11 +147,6 @@ def cancel(conn: Connection, message_id: str) -> bool:
 def requeue_failed(conn: Connection, message_id: str) -> bool:
     """failed -> queued: an operator's manual retry, with a full retry budget again."""
     return _move(conn, message_id, RETRYABLE, Status.QUEUED, attempts_at_retry=messages.c.attempts)
-
-
-def promote(conn: Connection, message_id: str) -> bool:
-    """scheduled -> queued: its send_at has come."""
-    return _move(conn, message_id, DUE, Status.QUEUED)
 
 
 def _ids(conn: Connection, sql: str, **params: object) -> list[str]:
@@ -242,7 +209,7 @@ def touch_unsent(
 ) -> list[str]:
     """Rows in statuses unchanged for idle_s seconds, stamped now so each is picked once a period.
 
-    The status stays: the caller only enqueues them again, and claim() decides who sends.
+    The status stays: the caller only enqueues them again, and claim_many() decides who sends.
     """
     return _update_stale(conn, statuses, idle_s, limit, "")
 

@@ -86,17 +86,17 @@ class Delivery:
         }
 
     async def _claim(self, message_ids: list[str]) -> list[Claimed | None]:
-        won = await transitions.claim_many_async(self._connections["claims"], message_ids)
+        won = await transitions.claim_many(self._connections["claims"], message_ids)
         # A duplicate queue message in the same batch: only the first of them gets the claim.
         return [won.pop(message_id, None) for message_id in message_ids]
 
     async def _mark_sent(self, message_ids: list[str]) -> list[bool]:
-        moved = await transitions.mark_sent_many_async(self._connections["sent"], message_ids)
+        moved = await transitions.mark_sent_many(self._connections["sent"], message_ids)
         return [message_id in moved for message_id in message_ids]
 
     async def _record_errors(self, target: Status, errors: list[tuple[str, str]]) -> list[bool]:
         connection = self._connections[target.value]
-        moved = await transitions.record_errors_async(connection, target, errors)
+        moved = await transitions.record_errors(connection, target, errors)
         return [message_id in moved for message_id, _ in errors]
 
     def start(self, concurrency: int) -> None:
