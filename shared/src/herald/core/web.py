@@ -12,13 +12,16 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import falcon
+import falcon.asgi
 import orjson
+from falcon.util import wrap_sync_to_async_unsafe
 from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 from gunicorn.http.errors import InvalidHeader, ParseException
 from pydantic import ValidationError
 
 from herald.core.db import DatabaseUnavailable
+from herald.core.health import ALIVE, HEALTH_PATH, READY_PATH, Check, readiness
 from herald.core.idempotency import IDEMPOTENCY_KEY_HEADER, INVALID_KEY_DESCRIPTION
 from herald.core.logs import RequestIds, gunicorn_logconfig
 from herald.core.metrics import HttpMetrics, MetricsResource, mark_dead, use_multiprocess_dir
@@ -112,7 +115,6 @@ def _unprocessable(
     raise falcon.HTTPUnprocessableEntity(title="Invalid request", description=describe(error))
 
 
-Check = Callable[[], None]
 # Falcon's WSGI app with its default request and response types.
 App = falcon.App[falcon.Request, falcon.Response]
 
@@ -121,20 +123,9 @@ class Health:
     """GET /healthz: the process is alive and serving."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = {"status": "ok"}
+        resp.media = ALIVE
 
     on_head = on_get  # HEAD: the same answer without its body
-
-
-def unreachable(checks: dict[str, Check]) -> list[str]:
-    """The names of the dependencies whose check fails now."""
-    failing = []
-    for name, check in checks.items():
-        try:
-            check()
-        except Exception:  # any failure of a dependency means "not ready"
-            failing.append(name)
-    return failing
 
 
 class Ready:
@@ -144,16 +135,33 @@ class Ready:
         self._checks = checks
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        failing = unreachable(self._checks)
-        if failing:
+        ready, body = readiness(self._checks)
+        if not ready:
+            title, description = body["title"], body["description"]
             raise falcon.HTTPServiceUnavailable(
-                title="Not ready",
-                description=f"unreachable: {', '.join(failing)}",
-                retry_after=RETRY_AFTER_SECONDS,
+                title=title, description=description, retry_after=RETRY_AFTER_SECONDS
             )
-        resp.media = {"status": "ready"}
+        resp.media = body
 
     on_head = on_get  # HEAD: the same answer without its body
+
+
+class _OnLoop:
+    """A resource's GET and HEAD as coroutines, as an ASGI app wants them.
+
+    They run on the app's loop itself, so whatever they call must not block (the stand-in's
+    readiness checks nothing).
+    """
+
+    def __init__(self, resource: Health | Ready) -> None:
+        self.on_get = wrap_sync_to_async_unsafe(resource.on_get)
+        self.on_head = wrap_sync_to_async_unsafe(resource.on_head)
+
+
+def add_health_routes(app: falcon.App[Any, Any], checks: dict[str, Check]) -> None:
+    """/healthz and /readyz (GET and HEAD) on a WSGI app, or on an ASGI one."""
+    for path, resource in ((HEALTH_PATH, Health()), (READY_PATH, Ready(checks))):
+        app.add_route(path, _OnLoop(resource) if isinstance(app, falcon.asgi.App) else resource)
 
 
 def create_base_app(service: str, checks: dict[str, Check]) -> App:
@@ -166,8 +174,7 @@ def create_base_app(service: str, checks: dict[str, Check]) -> App:
     # One handler for every schema violation, of a body or of a query: 422.
     app.add_error_handler(ValidationError, _unprocessable)
     app.add_error_handler(ParseException, _malformed_body)
-    app.add_route("/healthz", Health())
-    app.add_route("/readyz", Ready(checks))
+    add_health_routes(app, checks)
     app.add_route("/metrics", MetricsResource())
     return app
 

@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from herald.core.settings import Settings
-from herald.core.web import ORJSON, json_error_body
+from herald.core.web import ORJSON, add_health_routes, json_error_body
 from herald.messageapp.behaviour import Behaviour, InvalidKnobs, Plan
 from herald.messageapp.ledger import Delivery, Ledger
 
@@ -153,20 +153,6 @@ class Reset:
         resp.status = falcon.HTTP_204
 
 
-class Health:
-    """GET /healthz: the process is alive and serving."""
-
-    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        resp.media = {"status": "ok"}
-
-
-class Ready:
-    """GET /readyz: ready as soon as it serves (the stand-in depends on nothing)."""
-
-    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        resp.media = {"status": "ready"}
-
-
 class LedgerCollector(Collector):
     """The ledger's counts as Prometheus counters, read at each scrape (one process)."""
 
@@ -208,7 +194,6 @@ def create_app(settings: Settings, rng: random.Random | None = None) -> App:
     app.add_route("/messages", Messages(ledger))
     app.add_route("/config", Config(behaviour))
     app.add_route("/reset", Reset(ledger, behaviour))
-    app.add_route("/healthz", Health())
-    app.add_route("/readyz", Ready())
+    add_health_routes(app, {})  # it depends on nothing: ready as soon as it serves
     app.add_route("/metrics", Metrics(ledger))
     return app

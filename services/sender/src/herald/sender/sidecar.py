@@ -10,10 +10,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from herald.core.broker import make_redis
 from herald.core.db import DirectConnection
+from herald.core.health import ALIVE, HEALTH_PATH, READY_PATH, Check, readiness
 from herald.core.logs import configure_logging
 from herald.core.metrics import exposition
 from herald.core.settings import Settings
-from herald.core.web import Check, unreachable
 
 
 def _json(body: dict[str, str]) -> bytes:
@@ -46,21 +46,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/metrics":
             self._answer(200, CONTENT_TYPE_LATEST, exposition())
-        elif self.path == "/healthz":
-            self._answer(200, "application/json", _json({"status": "ok"}))
-        elif self.path == "/readyz":
-            self._ready()
+        elif self.path == HEALTH_PATH:
+            self._answer(200, "application/json", _json(ALIVE))
+        elif self.path == READY_PATH:
+            ready, body = readiness(self.checks)
+            self._answer(200 if ready else 503, "application/json", _json(body))
         else:
             body = {"title": "Not Found", "description": f"no route {self.path}"}
             self._answer(404, "application/json", _json(body))
-
-    def _ready(self) -> None:
-        failing = unreachable(self.checks)
-        if failing:
-            body = {"title": "Not ready", "description": f"unreachable: {', '.join(failing)}"}
-            self._answer(503, "application/json", _json(body))
-        else:
-            self._answer(200, "application/json", _json({"status": "ready"}))
 
     def _answer(self, code: int, content_type: str, body: bytes) -> None:
         self.send_response(code)
@@ -73,11 +66,17 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # scrapes every few seconds would drown the worker logs
 
 
+def make_server(host: str, port: int, checks: dict[str, Check]) -> ThreadingHTTPServer:
+    """The sidecar's server on host:port, /readyz asking checks; serve_forever() runs it."""
+    handler = type("Handler", (_Handler,), {"checks": checks})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    return server
+
+
 def serve() -> None:
     """Dramatiq fork function: serve until the sender stops."""
     settings = Settings()
     configure_logging(settings, "sender")
-    handler = type("Handler", (_Handler,), {"checks": dependency_checks(settings)})
-    server = ThreadingHTTPServer(("0.0.0.0", settings.sender_metrics_port), handler)
-    server.daemon_threads = True
-    server.serve_forever()
+    checks = dependency_checks(settings)
+    make_server("0.0.0.0", settings.sender_metrics_port, checks).serve_forever()
