@@ -115,6 +115,11 @@ def _unprocessable(
     raise falcon.HTTPUnprocessableEntity(title="Invalid request", description=describe(error))
 
 
+def unknown_message(message_id: str) -> falcon.HTTPNotFound:
+    """The 404 of every service for an id that names no message (or cannot name one)."""
+    return falcon.HTTPNotFound(title="Unknown message", description=f"no message {message_id!r}")
+
+
 # Falcon's WSGI app with its default request and response types.
 App = falcon.App[falcon.Request, falcon.Response]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import falcon
 
 from herald.api.ingest import Ingest, KeyReused
@@ -20,6 +22,7 @@ from herald.core.schemas import (
     NewMessage,
 )
 from herald.core.statuses import Status
+from herald.core.web import unknown_message
 
 
 def status_path(message_id: str) -> str:
@@ -32,17 +35,17 @@ def _answer(accepted: Accepted) -> dict[str, str]:
     return {"id": accepted.id, "status": accepted.status.value}
 
 
-def _not_found(message_id: str) -> falcon.HTTPNotFound:
-    return falcon.HTTPNotFound(title="Unknown message", description=f"no message {message_id!r}")
-
-
-def _conflict(message_id: str, action: str, status: Status | None) -> falcon.HTTPError:
+def _move(message_id: str, action: str, move: Callable[[str], tuple[bool, Status | None]]) -> None:
+    """move(message_id); if it did not move, the 404 (unknown id) or 409 (status) saying why."""
+    if not is_valid_id(message_id):
+        raise unknown_message(message_id)  # an id that cannot exist costs no query
+    moved, status = move(message_id)
     if status is None:
-        return _not_found(message_id)
-    return falcon.HTTPConflict(
-        title=f"Cannot {action}",
-        description=f"message {message_id} is {status.value}",
-    )
+        raise unknown_message(message_id)
+    if not moved:
+        raise falcon.HTTPConflict(
+            title=f"Cannot {action}", description=f"message {message_id} is {status.value}"
+        )
 
 
 class Messages:
@@ -90,11 +93,7 @@ class Cancel:
         self._ingest = ingest
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, message_id: str) -> None:
-        if not is_valid_id(message_id):
-            raise _not_found(message_id)
-        moved, status = self._ingest.cancel(message_id)
-        if not moved:
-            raise _conflict(message_id, "cancel", status)
+        _move(message_id, "cancel", self._ingest.cancel)
         resp.media = _answer(Accepted(id=message_id, status=Status.CANCELED))
 
 
@@ -105,11 +104,7 @@ class Retry:
         self._ingest = ingest
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, message_id: str) -> None:
-        if not is_valid_id(message_id):
-            raise _not_found(message_id)
-        moved, status = self._ingest.retry(message_id)
-        if not moved:
-            raise _conflict(message_id, "retry", status)
+        _move(message_id, "retry", self._ingest.retry)
         resp.status = falcon.HTTP_202
         resp.location = status_path(message_id)
         resp.media = _answer(Accepted(id=message_id, status=Status.QUEUED))

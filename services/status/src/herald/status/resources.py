@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import falcon
 from sqlalchemy import Engine
 
 from herald.core.ids import is_valid_id
+from herald.core.web import unknown_message
 from herald.status.listing import ListQuery, list_messages
 from herald.status.queries import Reader
 
+T = TypeVar("T")
 
-def _not_found(message_id: str) -> falcon.HTTPNotFound:
-    return falcon.HTTPNotFound(title="Unknown message", description=f"no message {message_id!r}")
+
+def _found(message_id: str, read: Callable[[str], T | None]) -> T:
+    """read(message_id), or the 404 of an unknown id; an id that cannot exist costs no query."""
+    found = read(message_id) if is_valid_id(message_id) else None
+    if found is None:
+        raise unknown_message(message_id)
+    return found
 
 
 class MessageStatus:
@@ -21,11 +31,7 @@ class MessageStatus:
         self._reader = reader
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, message_id: str) -> None:
-        # An id that cannot exist costs no query.
-        status = self._reader.status_of(message_id) if is_valid_id(message_id) else None
-        if status is None:
-            raise _not_found(message_id)
-        resp.media = {"status": status.value}
+        resp.media = {"status": _found(message_id, self._reader.status_of).value}
 
     on_head = on_get  # HEAD: the same answer without its body
 
@@ -37,10 +43,7 @@ class MessageDetail:
         self._reader = reader
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, message_id: str) -> None:
-        record = self._reader.record_of(message_id) if is_valid_id(message_id) else None
-        if record is None:
-            raise _not_found(message_id)
-        resp.media = record.model_dump(mode="json")
+        resp.media = _found(message_id, self._reader.record_of).model_dump(mode="json")
 
     on_head = on_get  # HEAD: the same answer without its body
 
