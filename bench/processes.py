@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,20 +16,6 @@ import httpx
 
 # The venv's bin directory (not resolved: sys.executable is a symlink into it).
 BIN = Path(sys.executable).parent
-
-
-_handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """A port nothing listens on now and that this run has not handed out before."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
 
 
 @dataclass

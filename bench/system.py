@@ -8,7 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.processes import Child, free_port, launch, python_module, wait_healthy
+from bench.processes import Child, launch, python_module, wait_healthy
+from dev.embedded import free_port
 from herald.core.settings import Settings
 
 _WORKER_CLASS = re.compile(r"Using worker: (\w+)")

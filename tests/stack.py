@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from typing import TypeVar
 import httpx
 from sqlalchemy import text
 
+from dev.embedded import free_port
 from herald.core.db import make_engine
 from herald.core.settings import Settings
 
@@ -25,13 +25,6 @@ BIN = Path(sys.executable).parent
 # One pooled client for all test traffic: a client per request costs ~20 ms of TLS set-up.
 HTTP = httpx.Client(timeout=10)
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.02) -> T:

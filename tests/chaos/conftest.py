@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from dev.embedded import EmbeddedPostgres, EmbeddedRedis
 from herald.core.db import make_engine
 from herald.core.migrate import upgrade
 from herald.core.settings import Settings
 from tests.chaos.figures import Figures, report
-from tests.chaos.servers import PrivatePostgres, PrivateRedis, private_postgres, private_redis
+from tests.chaos.servers import herald_url, private_postgres, private_redis
 from tests.stack import Stack, running_stack
 
 
@@ -36,25 +37,25 @@ def _failed(request: pytest.FixtureRequest) -> bool:
 
 
 @pytest.fixture
-def postgres() -> Iterator[PrivatePostgres]:
+def postgres() -> Iterator[EmbeddedPostgres]:
     """A PostgreSQL cluster of this test's own, on a free port."""
     with private_postgres() as server:
         yield server
 
 
 @pytest.fixture
-def redis_server() -> Iterator[PrivateRedis]:
+def redis_server() -> Iterator[EmbeddedRedis]:
     """A Redis of this test's own, on a free port, every write fsynced to its AOF."""
     with private_redis() as server:
         yield server
 
 
 @pytest.fixture
-def chaos_settings(postgres: PrivatePostgres, redis_server: PrivateRedis) -> Settings:
+def chaos_settings(postgres: EmbeddedPostgres, redis_server: EmbeddedRedis) -> Settings:
     """Settings on the private servers, migrated, tuned so that recovery takes seconds."""
     settings = Settings(
-        database_url=postgres.url,
-        redis_url=redis_server.url,
+        database_url=herald_url(postgres),
+        redis_url=redis_server.url(),
         redis_namespace="herald-chaos",
         provider_timeout=1.0,
         # Lost queue messages and dead workers' claims are found within ~3 s, not minutes.
@@ -74,8 +75,8 @@ def chaos_settings(postgres: PrivatePostgres, redis_server: PrivateRedis) -> Set
 @pytest.fixture
 def idle_stack(
     chaos_settings: Settings,
-    postgres: PrivatePostgres,
-    redis_server: PrivateRedis,
+    postgres: EmbeddedPostgres,
+    redis_server: EmbeddedRedis,
     request: pytest.FixtureRequest,
 ) -> Iterator[Stack]:
     """api, status and the stand-in provider on the private servers; no sender yet.

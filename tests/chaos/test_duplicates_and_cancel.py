@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from dev.embedded import EmbeddedRedis
 from herald.core.broker import SEND_QUEUE, enqueue_send, make_broker
 from herald.core.settings import Settings
 from tests.chaos.figures import Figures
@@ -14,7 +15,6 @@ from tests.chaos.outcomes import (
     sender_outcomes,
     statuses,
 )
-from tests.chaos.servers import PrivateRedis
 from tests.chaos.traffic import DESTINATION
 from tests.stack import HTTP, Stack, wait_for
 
@@ -39,7 +39,7 @@ def _skipped(stack: Stack) -> int:
 
 
 def test_duplicate_queue_messages_and_a_message_canceled_while_queued_do_not_send(
-    idle_stack: Stack, redis_server: PrivateRedis, figures: Figures
+    idle_stack: Stack, redis_server: EmbeddedRedis, figures: Figures
 ) -> None:
     stack = idle_stack
     # Slow calls: the duplicates reach the sender while the first delivery is in flight.

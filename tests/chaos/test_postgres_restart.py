@@ -8,10 +8,10 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+from dev.embedded import EmbeddedPostgres
 from herald.core.settings import Settings
 from tests.chaos.figures import Figures
 from tests.chaos.outcomes import all_ids, audit, sender_outcomes, wait_all_sent
-from tests.chaos.servers import PrivatePostgres
 from tests.chaos.traffic import Stream, accepted_ids
 from tests.stack import Stack
 
@@ -19,7 +19,7 @@ FAST_S = 5.0  # the contract: a 503 with Retry-After within 5 s, never a hang
 
 
 def test_postgres_fast_restart_mid_stream_answers_503_quickly_and_loses_nothing(
-    idle_stack: Stack, chaos_settings: Settings, postgres: PrivatePostgres, figures: Figures
+    idle_stack: Stack, chaos_settings: Settings, postgres: EmbeddedPostgres, figures: Figures
 ) -> None:
     stack, database = idle_stack, str(chaos_settings.database_url)
     stack.start_sender(processes=1, threads=8)
@@ -28,7 +28,7 @@ def test_postgres_fast_restart_mid_stream_answers_503_quickly_and_loses_nothing(
         stream.wait_for(lambda a: a.code == 202, 30, "a first accepted post")
         time.sleep(1)
         down = time.monotonic()
-        postgres.restart_fast()
+        postgres.restart()
         up = time.monotonic()
         # No Herald process is restarted: the api must find the new server by itself.
         back = stream.wait_for(lambda a: a.started >= up and a.code == 202, 30, "a post after")

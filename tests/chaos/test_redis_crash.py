@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+from dev.embedded import EmbeddedRedis
 from herald.core.settings import Settings
 from tests.chaos.figures import Figures
 from tests.chaos.outcomes import audit, sender_outcomes, wait_all_sent
-from tests.chaos.servers import PrivateRedis
 from tests.chaos.traffic import Stream, accepted_ids
 from tests.stack import Stack
 
@@ -17,7 +17,7 @@ FAST_S = 5.0  # the only timing bound: an outage answer is never slow
 
 
 def test_redis_killed_mid_stream_every_accepted_message_is_still_sent(
-    idle_stack: Stack, chaos_settings: Settings, redis_server: PrivateRedis, figures: Figures
+    idle_stack: Stack, chaos_settings: Settings, redis_server: EmbeddedRedis, figures: Figures
 ) -> None:
     stack, database = idle_stack, str(chaos_settings.database_url)
     stack.start_sender(processes=1, threads=8)

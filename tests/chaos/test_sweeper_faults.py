@@ -13,13 +13,13 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 
+from dev.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from herald.core.broker import SEND_QUEUE
 from herald.core.settings import Settings
 from herald.sender.backlog import queue_depth
 from tests.chaos.figures import Figures
 from tests.chaos.outcomes import audit, configure_provider, sender_outcomes, wait_all_sent
-from tests.chaos.servers import PrivatePostgres, PrivateRedis
-from tests.stack import HTTP, Process, Stack, free_port, running_stack, start, wait_for
+from tests.stack import HTTP, Process, Stack, running_stack, start, wait_for
 
 
 @contextmanager
@@ -41,7 +41,7 @@ def post(stack: Stack, **fields: object) -> str:
 
 
 def test_a_retry_a_worker_held_through_a_redis_blip_is_still_sent(
-    chaos_settings: Settings, redis_server: PrivateRedis, figures: Figures
+    chaos_settings: Settings, redis_server: EmbeddedRedis, figures: Figures
 ) -> None:
     # Dramatiq empties a worker's in-memory delay queue on a Redis connection error; the retry's
     # entry stays in that live worker's ack set, where no consumer will ever fetch it again.
@@ -125,7 +125,7 @@ def test_a_frozen_leader_hands_over_and_a_former_leader_exports_no_backlog(
 
 
 def test_batches_retried_while_postgres_is_down_keep_their_count_and_are_sent_once(
-    chaos_settings: Settings, postgres: PrivatePostgres, figures: Figures
+    chaos_settings: Settings, postgres: EmbeddedPostgres, figures: Figures
 ) -> None:
     # A batch whose claims fail is enqueued again by Dramatiq's Retries with a fresh Redis id;
     # the backlog (the HPA, the sweeper's arithmetic) must still count each of its ids.
@@ -134,7 +134,7 @@ def test_batches_retried_while_postgres_is_down_keep_their_count_and_are_sent_on
         answer = HTTP.post(f"{stack.api}/messages/batch", json={"messages": items})
         assert answer.status_code == 202, answer.text
         ids = [message["id"] for message in answer.json()["messages"]]
-        postgres.pg_ctl("stop", "-m", "fast", "-w")
+        postgres.stop()
         stack.start_sender(processes=1, threads=8)
         client: redis.Redis[bytes] = redis.Redis.from_url(str(chaos_settings.redis_url))
         dead = f"{chaos_settings.redis_namespace}:{SEND_QUEUE}.XQ"

@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from tests.stack import HTTP, free_port, wait_for
+from dev.embedded import free_port
+from tests.stack import HTTP, wait_for
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 GATEWAY_CONF = DEPLOY / "gateway" / "nginx.conf"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dev.embedded import free_port
 from herald.core.settings import Settings
 from tests.deploy.servers import gateway
-from tests.stack import HTTP, free_port, running_stack, wait_for
+from tests.stack import HTTP, running_stack, wait_for
 
 
 def _hostport(url: str) -> str:

