@@ -25,31 +25,28 @@ from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+# How a caller waits for its submission's results: a lock (threads) or a future (coroutines).
+Waiter = TypeVar("Waiter")
 
 
 class BatchTimeout(Exception):
     """No outcome in time. Unless the Batcher is effect_free, nothing ran and nothing will."""
 
 
-class _Waiter(Generic[Result]):
-    """How one submission's results (or the batch's error) reach its caller; set once."""
-
-    __slots__ = ()
-
-    def set(self, results: list[Result], error: BaseException | None) -> None:
-        raise NotImplementedError
-
-
-class _GroupCommit(Generic[Item, Result]):
+class _GroupCommit(Generic[Item, Result, Waiter]):
     """What every batcher does without waiting; its driver holds whatever lock it needs."""
 
     def __init__(self, max_batch: int, name: str) -> None:
         self._max_batch = max_batch
         self._name = name
         # Whole submissions, in arrival order: one submission is never split across batches.
-        self._pending: deque[tuple[Sequence[Item], _Waiter[Result]]] = deque()
+        self._pending: deque[tuple[Sequence[Item], Waiter]] = deque()
 
-    def _withdraw(self, waiter: _Waiter[Result]) -> bool:
+    def _set(self, waiter: Waiter, results: list[Result], error: BaseException | None) -> None:
+        """Hand one submission's results (or the batch's error) to its caller; once."""
+        raise NotImplementedError
+
+    def _withdraw(self, waiter: Waiter) -> bool:
         """Remove a submission no batch has taken yet; False if one has (it runs, or ran)."""
         for index, (_, waiting) in enumerate(self._pending):
             if waiting is waiter:
@@ -57,42 +54,44 @@ class _GroupCommit(Generic[Item, Result]):
                 return True
         return False
 
-    def _take(self) -> list[tuple[Sequence[Item], _Waiter[Result]]]:
+    def _take(self) -> list[tuple[Sequence[Item], Waiter]]:
         """The next batch: the oldest submission, then those after it that fit max_batch."""
-        if not self._pending:
+        pending, limit = self._pending, self._max_batch  # locals: this runs per submission
+        if not pending:
             return []
-        taken = [self._pending.popleft()]
+        taken = [pending.popleft()]
         size = len(taken[0][0])
-        while self._pending and size + len(self._pending[0][0]) <= self._max_batch:
-            size += len(self._pending[0][0])
-            taken.append(self._pending.popleft())
+        while pending and size + len(pending[0][0]) <= limit:
+            submission = pending.popleft()
+            size += len(submission[0])
+            taken.append(submission)
         return taken
 
     @staticmethod
-    def _items(batch: list[tuple[Sequence[Item], _Waiter[Result]]]) -> list[Item]:
+    def _items(batch: list[tuple[Sequence[Item], Waiter]]) -> list[Item]:
         return [item for items, _ in batch for item in items]
 
-    @staticmethod
     def _settle(
-        batch: list[tuple[Sequence[Item], _Waiter[Result]]], results: Sequence[Result]
+        self, batch: list[tuple[Sequence[Item], Waiter]], results: Sequence[Result]
     ) -> None:
         """Each caller its own results: handle answered one per item, in the items' order."""
-        start = 0
+        start, hand = 0, self._set
         for items, waiter in batch:
-            waiter.set(list(results[start : start + len(items)]), None)
-            start += len(items)
+            stop = start + len(items)
+            share = results[start:stop]
+            hand(waiter, share if isinstance(share, list) else list(share), None)
+            start = stop
 
-    @staticmethod
-    def _fail(batch: list[tuple[Sequence[Item], _Waiter[Result]]], error: BaseException) -> None:
+    def _fail(self, batch: list[tuple[Sequence[Item], Waiter]], error: BaseException) -> None:
         """The batch's failure is every caller's failure; a stop is raised again afterwards."""
         # Even when the runner is being stopped: a caller of a taken batch waits without limit.
         for _, waiter in batch:
-            waiter.set([], error)
+            self._set(waiter, [], error)
         if not isinstance(error, Exception):
             raise error
 
 
-class _Outcome(_Waiter[Result]):
+class _Outcome(Generic[Result]):
     """A thread's (or greenlet's) wait for its results, set once by the batch thread.
 
     Lighter than a Future per item: one lock, held until the results are in, and no Condition
@@ -128,7 +127,7 @@ class _Outcome(_Waiter[Result]):
         return self._results
 
 
-class Batcher(_GroupCommit[Item, Result]):
+class Batcher(_GroupCommit[Item, Result, _Outcome[Result]]):
     """Runs handle(items) -> results (one per item, same order) on batches of submitted items."""
 
     def __init__(
@@ -181,7 +180,12 @@ class Batcher(_GroupCommit[Item, Result]):
         # true answer. The handler ends by itself (statements have their own timeout).
         return outcome.wait_until_set()
 
-    def _next(self) -> list[tuple[Sequence[Item], _Waiter[Result]]]:
+    def _set(
+        self, waiter: _Outcome[Result], results: list[Result], error: BaseException | None
+    ) -> None:
+        waiter.set(results, error)
+
+    def _next(self) -> list[tuple[Sequence[Item], _Outcome[Result]]]:
         with self._wake:
             while not self._pending:
                 self._wake.wait()
@@ -198,26 +202,7 @@ class Batcher(_GroupCommit[Item, Result]):
             self._settle(batch, results)
 
 
-class _Awaited(_Waiter[Result]):
-    """A coroutine's wait for its results: a future on the batcher's loop."""
-
-    __slots__ = ("future",)
-
-    def __init__(self, future: asyncio.Future[list[Result]]) -> None:
-        self.future = future
-
-    def set(self, results: list[Result], error: BaseException | None) -> None:
-        if self.future.done():  # its caller was cancelled (a stopping worker)
-            return
-        if error is None:
-            self.future.set_result(results)
-        elif isinstance(error, Exception):
-            self.future.set_exception(error)
-        else:  # the loop is stopping: so is everyone awaiting it
-            self.future.cancel()
-
-
-class AsyncBatcher(_GroupCommit[Item, Result]):
+class AsyncBatcher(_GroupCommit[Item, Result, asyncio.Future[list[Result]]]):
     """Batcher for coroutines on one event loop: the same group commit, no thread per caller.
 
     Callers await submit(); one task takes everything that arrived while the previous batch
@@ -239,19 +224,34 @@ class AsyncBatcher(_GroupCommit[Item, Result]):
 
     async def submit(self, item: Item) -> Result:
         """Run item in the next batch and return its result (or raise the batch's error)."""
-        awaited: _Awaited[Result] = _Awaited(asyncio.get_running_loop().create_future())
-        self._pending.append(((item,), awaited))
+        future: asyncio.Future[list[Result]] = asyncio.get_running_loop().create_future()
+        self._pending.append(((item,), future))
         if self._wake is None or self._task is None:
             # Made on first use, so they belong to the loop that runs the batches.
             self._wake = asyncio.Event()
             self._task = asyncio.create_task(self._run(self._wake), name=self._name)
         self._wake.set()
         try:
-            return (await awaited.future)[0]
+            return (await future)[0]
         except asyncio.CancelledError:
             # Not taken yet: it never runs (a claim would leave a row sending, with no sender).
-            self._withdraw(awaited)
+            self._withdraw(future)
             raise
+
+    def _set(
+        self,
+        future: asyncio.Future[list[Result]],
+        results: list[Result],
+        error: BaseException | None,
+    ) -> None:
+        if future.done():  # its caller was cancelled (a stopping worker)
+            return
+        if error is None:
+            future.set_result(results)
+        elif isinstance(error, Exception):
+            future.set_exception(error)
+        else:  # the loop is stopping: so is everyone awaiting it
+            future.cancel()
 
     async def _run(self, wake: asyncio.Event) -> None:
         while True:
