@@ -161,6 +161,7 @@ class DirectConnection(_Direct[psycopg.Connection[Row]]):
         )
 
     def close(self) -> None:
+        """Close the connection if one is open; the next statement connects afresh."""
         conn = self._detach()
         if conn is not None:
             conn.close()
@@ -186,6 +187,7 @@ class AsyncDirectConnection(_Direct[psycopg.AsyncConnection[Row]]):
             raise
 
     async def close(self) -> None:
+        """Close the connection if one is open; the next statement connects afresh."""
         conn = self._detach()
         if conn is not None:
             await conn.close()
