@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import select
 from collections.abc import Mapping, Sequence
 from typing import Any, LiteralString
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from herald.core.batching import BatchTimeout
 from herald.core.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # PostgreSQL unreachable, the pool exhausted or a write's outcome late: answer 503.
 DatabaseUnavailable = (DBAPIError, PoolTimeout, BatchTimeout, psycopg.OperationalError)
@@ -23,35 +26,87 @@ STATEMENT_TIMEOUT_MS = 4_000
 # How long a request waits for a batch to take its work before a 503 (nothing done). A write
 # once taken is waited for to its end (its COMMIT may succeed); a read is given up on.
 BATCH_WAIT_SECONDS = 4.5
+# What `SET TimeZone = 'UTC'` leaves, and the name PostgreSQL's packages default to.
+_UTC_NAMES = frozenset({"UTC", "Etc/UTC"})
+_SESSION_DEFAULTS: LiteralString = (
+    "SELECT current_setting('TimeZone'), setting::int FROM pg_settings"
+    " WHERE name = 'statement_timeout'"
+)
 
 
-def _connect_options(settings: Settings, statement_timeout_ms: int | None) -> dict[str, Any]:
-    """psycopg connection options: fail fast when PostgreSQL is down, bound each statement.
+class MissingSessionDefaults(psycopg.OperationalError):
+    """Behind a transaction pooler, the role lacks the session defaults Herald relies on."""
+
+
+def _prepares(settings: Settings) -> bool:
+    """Whether connections use named prepared statements: a transaction pooler may not keep
+    them, as the next transaction of the same client may run on another server connection."""
+    if settings.database_prepared_statements is None:
+        return not settings.database_transaction_pooling
+    return settings.database_prepared_statements
+
+
+def _connect_options(settings: Settings, statement_timeout_ms: int) -> dict[str, Any]:
+    """libpq connection options: fail fast when PostgreSQL is down, bound each statement.
 
     Options already in the database URL (e.g. `-c role=...`) are kept: passed on their own,
-    the statement timeout would replace them.
+    the statement timeout would replace them. Behind a transaction pooler none are added
+    (PgBouncer refuses the `options` startup parameter): the role's defaults give the same.
     """
+    connect = {"connect_timeout": max(1, round(settings.db_connect_timeout))}
+    if settings.database_transaction_pooling:
+        return connect
     # Times come back in UTC whatever the server's zone: answers give UTC, and a year-1 instant
     # never has to be shown in a zone where it is still year 0 (beyond Python's datetime).
-    ours = ["-c TimeZone=UTC"]
-    if statement_timeout_ms is not None:
-        # A hung server must not hold a request past the 5 s the contract allows.
-        ours.append(f"-c statement_timeout={statement_timeout_ms}")
+    # A hung server must not hold a request past the 5 s the contract allows (0: no limit).
+    ours = ["-c TimeZone=UTC", f"-c statement_timeout={statement_timeout_ms}"]
     theirs = str(conninfo_to_dict(settings.libpq_url).get("options") or "")
-    return {
-        "connect_timeout": max(1, round(settings.db_connect_timeout)),
-        "options": " ".join([theirs, *ours]).strip(),
-    }
+    return {**connect, "options": " ".join([theirs, *ours]).strip()}
+
+
+def _session_defaults_problem(row: tuple[Any, ...] | None) -> str | None:
+    zone, timeout_ms = row or ("?", 0)
+    if zone in _UTC_NAMES and 0 < timeout_ms <= STATEMENT_TIMEOUT_MS:
+        return None
+    return (
+        "behind a transaction pooler the database role's own defaults must set TimeZone to"
+        f" UTC and statement_timeout to at most {STATEMENT_TIMEOUT_MS} ms; this role has"
+        f" {zone!r} and {timeout_ms} ms: ALTER ROLE ... IN DATABASE ... SET (docs/operations.md)"
+    )
+
+
+def _check_session_defaults(conn: psycopg.Connection[Any]) -> None:
+    """Raise MissingSessionDefaults (closing conn) unless its session has Herald's defaults."""
+    row = conn.execute(_SESSION_DEFAULTS, prepare=False).fetchone()
+    conn.rollback()  # outside autocommit: leave no transaction open, pinning a server connection
+    problem = _session_defaults_problem(row)
+    if problem is not None:
+        conn.close()
+        log.error("database: %s", problem)
+        raise MissingSessionDefaults(problem)
+
+
+async def _check_session_defaults_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    """_check_session_defaults for an async connection (always in autocommit here)."""
+    row = await (await conn.execute(_SESSION_DEFAULTS, prepare=False)).fetchone()
+    problem = _session_defaults_problem(row)
+    if problem is not None:
+        await conn.close()
+        log.error("database: %s", problem)
+        raise MissingSessionDefaults(problem)
 
 
 def make_engine(
     settings: Settings,
     pool_size: int | None = None,
-    statement_timeout_ms: int | None = STATEMENT_TIMEOUT_MS,
+    statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
     pre_ping: bool = True,
 ) -> Engine:
     """A pooled engine that fails fast (seconds, not minutes) when PostgreSQL is down."""
-    return create_engine(
+    connect_args = _connect_options(settings, statement_timeout_ms)
+    if not _prepares(settings):
+        connect_args["prepare_threshold"] = None  # psycopg would prepare after 5 executions
+    engine = create_engine(
         settings.sqlalchemy_url,
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=0,
@@ -59,8 +114,32 @@ def make_engine(
         # A restarted PostgreSQL leaves dead connections in the pool: test each before use,
         # unless the caller retries reads itself (a round trip saved per request).
         pool_pre_ping=pre_ping,
-        connect_args=_connect_options(settings, statement_timeout_ms),
+        connect_args=connect_args,
     )
+    if settings.database_transaction_pooling:
+        event.listen(engine, "connect", lambda conn, _record: _check_session_defaults(conn))
+    return engine
+
+
+def session_settings(settings: Settings) -> Settings:
+    """settings for connections that keep a session: HERALD_DATABASE_SESSION_URL, if set,
+    reaches PostgreSQL itself (session advisory locks, migrations), so no pooler's rules apply."""
+    if settings.database_session_url is None:
+        return settings
+    return settings.model_copy(
+        update={
+            "database_url": settings.database_session_url,
+            "database_transaction_pooling": False,
+            "database_prepared_statements": None,
+        }
+    )
+
+
+def make_session_engine(
+    settings: Settings, pool_size: int = 1, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS
+) -> Engine:
+    """An engine whose connections are sessions of their own on PostgreSQL, never a pooler's."""
+    return make_engine(session_settings(settings), pool_size, statement_timeout_ms)
 
 
 def _direct_conninfo(settings: Settings) -> str:
@@ -116,6 +195,8 @@ class DirectConnection:
 
     def __init__(self, settings: Settings) -> None:
         self._conninfo = _direct_conninfo(settings)
+        self._prepare = _prepares(settings)
+        self._pooled = settings.database_transaction_pooling
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
 
     @property
@@ -126,16 +207,22 @@ class DirectConnection:
     def execute(
         self, statement: LiteralString, params: Sequence[Any]
     ) -> psycopg.Cursor[tuple[Any, ...]]:
-        """Run one statement as its own transaction (prepared after a few uses); its cursor."""
+        """Run one statement as its own transaction (prepared unless pooled); its cursor."""
         if self._conn is not None and not self._conn.closed and _ended_by_server(self._conn):
             self.close()
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._conninfo, autocommit=True)
+            self._conn = self._connect()
         try:
-            return self._conn.execute(statement, params, prepare=True)
+            return self._conn.execute(statement, params, prepare=self._prepare)
         except psycopg.OperationalError:
             self.close()
             raise
+
+    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        conn = psycopg.connect(self._conninfo, autocommit=True)
+        if self._pooled:
+            _check_session_defaults(conn)
+        return conn
 
     def close(self) -> None:
         if self._conn is not None:
@@ -149,18 +236,23 @@ class AsyncDirectConnection:
 
     def __init__(self, settings: Settings) -> None:
         self._conninfo = _direct_conninfo(settings)
+        self._prepare = _prepares(settings)
+        self._pooled = settings.database_transaction_pooling
         self._conn: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
 
     async def execute(
         self, statement: LiteralString, params: Mapping[str, Any]
     ) -> psycopg.AsyncCursor[tuple[Any, ...]]:
-        """Run one statement as its own transaction (prepared after a few uses); its cursor."""
+        """Run one statement as its own transaction (prepared unless pooled); its cursor."""
         if self._conn is not None and not self._conn.closed and _ended_by_server(self._conn):
             await self._conn.close()
         if self._conn is None or self._conn.closed:
-            self._conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            if self._pooled:
+                await _check_session_defaults_async(conn)
+            self._conn = conn
         try:
-            return await self._conn.execute(statement, params, prepare=True)
+            return await self._conn.execute(statement, params, prepare=self._prepare)
         except psycopg.OperationalError:
             conn, self._conn = self._conn, None
             await conn.close()

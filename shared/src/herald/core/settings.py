@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from pydantic import Field, PostgresDsn, RedisDsn
+from pydantic import Field, PostgresDsn, RedisDsn, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,6 +34,27 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(10, ge=1)
     db_connect_timeout: float = Field(2.0, gt=0)
     db_pool_timeout: float = Field(2.0, gt=0)
+    # database_url through a transaction-mode pooler (PgBouncer; docs/operations.md): Herald
+    # sends no startup `options` (PgBouncer refuses them) and checks each new connection for
+    # the role's own defaults, TimeZone UTC and a statement_timeout, instead; and it uses no
+    # named prepared statements unless database_prepared_statements is true (PgBouncer >= 1.21
+    # with max_prepared_statements > 0; unset: only without the pooler). What needs a session
+    # of its own (the sweeper's leadership lock, herald-migrate) connects straight to
+    # PostgreSQL at database_session_url (unset: database_url).
+    database_transaction_pooling: bool = False
+    database_prepared_statements: bool | None = None
+    database_session_url: PostgresDsn | None = None
+
+    @model_validator(mode="after")
+    def _session_bypasses_the_pooler(self) -> Settings:
+        if self.database_transaction_pooling and self.database_session_url is None:
+            raise ValueError(
+                "HERALD_DATABASE_TRANSACTION_POOLING needs HERALD_DATABASE_SESSION_URL: the"
+                " sweeper's advisory lock and migrations need a session, which a transaction"
+                " pooler does not keep"
+            )
+        return self
+
     # A dead Redis must not hold up an ingest answer: the row is durable, the sweeper re-enqueues.
     redis_socket_timeout: float = Field(0.5, gt=0)
 
@@ -79,8 +100,8 @@ class Settings(BaseSettings):
         """The environment of a child process run with these settings: this process's, minus
         any HERALD_*, plus every setting spelled as HERALD_* (as an operator would set them)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
-        for name, value in self.model_dump(mode="json").items():
-            env[f"HERALD_{name.upper()}"] = str(value)
+        for name, value in self.model_dump(mode="json", exclude_none=True).items():
+            env[f"HERALD_{name.upper()}"] = str(value)  # unset (None): the default again
         env.update(extra)
         return env
 

@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 
 from herald.core import idempotency, transitions
 from herald.core.broker import SEND_QUEUE, enqueue_sends, make_broker
-from herald.core.db import DatabaseUnavailable, make_engine, watched_conninfo
+from herald.core.db import DatabaseUnavailable, make_engine, session_settings, watched_conninfo
 from herald.core.logs import configure_logging
 from herald.core.metrics import BacklogMetrics, backlog_metrics
 from herald.core.settings import Settings
@@ -52,7 +52,8 @@ class Leadership:
     """
 
     def __init__(self, settings: Settings) -> None:
-        self._conninfo = watched_conninfo(settings, settings.leader_timeout)
+        # The lock lasts as long as its session: a connection of its own, never a pooler's.
+        self._conninfo = watched_conninfo(session_settings(settings), settings.leader_timeout)
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
 
     def held(self) -> bool:
