@@ -30,8 +30,11 @@ class Settings(BaseSettings):
     # and another sender pod's sweeper takes over. Above the longest sweep cycle.
     leader_timeout: float = Field(30.0, ge=1)
 
-    # Database pool per process; a request holds a connection only for its statement.
-    db_pool_size: int = Field(10, ge=1)
+    # Database pool per process (api, status), beside each worker's direct connections. It
+    # serves the paths off the group-committed hot ones (Idempotency-Key, cancel, retry, the
+    # list, readiness); a request holds a connection only for its transaction.
+    # docs/operations.md, "Connection budget", counts every connection per process.
+    db_pool_size: int = Field(4, ge=1)
     db_connect_timeout: float = Field(2.0, gt=0)
     db_pool_timeout: float = Field(2.0, gt=0)
     # database_url through a transaction-mode pooler (PgBouncer; docs/operations.md): Herald
