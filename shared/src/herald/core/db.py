@@ -122,9 +122,16 @@ def make_engine(
 
 
 def session_settings(settings: Settings) -> Settings:
-    """settings for connections that keep a session: HERALD_DATABASE_SESSION_URL, if set,
-    reaches PostgreSQL itself (session advisory locks, migrations), so no pooler's rules apply."""
+    """settings for connections that keep a session (session advisory locks, migrations):
+    HERALD_DATABASE_SESSION_URL reaches PostgreSQL itself, so no pooler's rules apply.
+    ValueError behind a transaction pooler without it."""
     if settings.database_session_url is None:
+        if settings.database_transaction_pooling:
+            raise ValueError(
+                "HERALD_DATABASE_TRANSACTION_POOLING needs HERALD_DATABASE_SESSION_URL: the"
+                " sweeper's advisory lock and herald-migrate need a session of their own,"
+                " which a transaction pooler does not keep"
+            )
         return settings
     return settings.model_copy(
         update={

@@ -33,7 +33,10 @@ def main(argv: list[str] | None = None) -> None:
     # No statement timeout (0), whatever the role's default: building an index on a large
     # table takes what it takes. A session of its own: DDL and its lock never go through a
     # transaction pooler.
-    engine = make_session_engine(Settings(), pool_size=1, statement_timeout_ms=0)
+    try:
+        engine = make_session_engine(Settings(), pool_size=1, statement_timeout_ms=0)
+    except ValueError as error:
+        parser.error(str(error))
     try:
         upgrade(engine, args.revision)
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from pydantic import Field, PostgresDsn, RedisDsn, model_validator
+from pydantic import Field, PostgresDsn, RedisDsn
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,21 +43,10 @@ class Settings(BaseSettings):
     # named prepared statements unless database_prepared_statements is true (PgBouncer >= 1.21
     # with max_prepared_statements > 0; unset: only without the pooler). What needs a session
     # of its own (the sweeper's leadership lock, herald-migrate) connects straight to
-    # PostgreSQL at database_session_url (unset: database_url).
+    # PostgreSQL at database_session_url (unset: database_url; required with the pooler).
     database_transaction_pooling: bool = False
     database_prepared_statements: bool | None = None
     database_session_url: PostgresDsn | None = None
-
-    @model_validator(mode="after")
-    def _session_bypasses_the_pooler(self) -> Settings:
-        if self.database_transaction_pooling and self.database_session_url is None:
-            raise ValueError(
-                "HERALD_DATABASE_TRANSACTION_POOLING needs HERALD_DATABASE_SESSION_URL: the"
-                " sweeper's advisory lock and migrations need a session, which a transaction"
-                " pooler does not keep"
-            )
-        return self
-
     # A dead Redis must not hold up an ingest answer: the row is durable, the sweeper re-enqueues.
     redis_socket_timeout: float = Field(0.5, gt=0)
 
