@@ -77,8 +77,12 @@ def _session_defaults_problem(row: tuple[Any, ...] | None) -> str | None:
 
 def _check_session_defaults(conn: psycopg.Connection[Any]) -> None:
     """Raise MissingSessionDefaults (closing conn) unless its session has Herald's defaults."""
-    row = conn.execute(_SESSION_DEFAULTS, prepare=False).fetchone()
-    conn.rollback()  # outside autocommit: leave no transaction open, pinning a server connection
+    try:
+        row = conn.execute(_SESSION_DEFAULTS, prepare=False).fetchone()
+        conn.rollback()  # outside autocommit: leave no transaction open to pin a server
+    except psycopg.Error:
+        conn.close()
+        raise
     problem = _session_defaults_problem(row)
     if problem is not None:
         conn.close()
@@ -88,7 +92,11 @@ def _check_session_defaults(conn: psycopg.Connection[Any]) -> None:
 
 async def _check_session_defaults_async(conn: psycopg.AsyncConnection[Any]) -> None:
     """_check_session_defaults for an async connection (always in autocommit here)."""
-    row = await (await conn.execute(_SESSION_DEFAULTS, prepare=False)).fetchone()
+    try:
+        row = await (await conn.execute(_SESSION_DEFAULTS, prepare=False)).fetchone()
+    except psycopg.Error:
+        await conn.close()
+        raise
     problem = _session_defaults_problem(row)
     if problem is not None:
         await conn.close()
