@@ -149,21 +149,22 @@ def query(prometheus_url: str, expr: str) -> list[dict[str, Any]]:
 
 @contextmanager
 def pgbouncer(
-    database: str, server_port: int, users: Mapping[str, str], pool_size: int
+    database: str, upstream: tuple[str, int], users: Mapping[str, str], pool_size: int
 ) -> Iterator[int]:
-    """deploy/pgbouncer/pgbouncer.ini in front of database on 127.0.0.1:server_port, for users
+    """deploy/pgbouncer/pgbouncer.ini in front of database at upstream (host, port), for users
     (name -> password), with pool_size server connections per user; yields its port."""
     port = free_port()
     config = PGBOUNCER_CONF.read_text()
     config = replaced(config, "listen_addr = 0.0.0.0", "listen_addr = 127.0.0.1")
     config = replaced(config, "listen_port = 6432", f"listen_port = {port}")
     config = replaced(config, "default_pool_size = 20", f"default_pool_size = {pool_size}")
+    host, server_port = upstream
     with tempfile.TemporaryDirectory(prefix="herald-pgbouncer-") as prefix:
         home = Path(prefix)
         home.chmod(0o755)  # as root, pgbouncer runs as nobody, who must read its files
         files = {
             "pgbouncer.ini": config.replace(PGBOUNCER_MOUNT, f"{home}/"),
-            "databases.ini": f"{database} = host=127.0.0.1 port={server_port} dbname={database}\n",
+            "databases.ini": f"{database} = host={host} port={server_port} dbname={database}\n",
             "userlist.txt": "".join(f'"{user}" "{password}"\n' for user, password in users.items()),
         }
         for name, text in files.items():

@@ -25,7 +25,10 @@ from tests.conftest import POSTGRES_URL, REDIS_URL
 from tests.deploy.servers import pgbouncer
 from tests.stack import BIN, HTTP, running_stack, wait_for
 
-PASSWORD = "pooled-secret"  # PgBouncer checks it (SCRAM, as shipped); the server trusts it
+# PgBouncer checks it (SCRAM, as shipped) and logs in to the server with it: the server's own
+# password if the test server has one, else any (the server trusts the local user).
+SERVER = psycopg.conninfo.conninfo_to_dict(POSTGRES_URL)
+PASSWORD = str(SERVER.get("password") or "pooled-secret")
 # Server connections PgBouncer may open for the whole of Herald: api, status, sender, sweeper.
 POOL = 3
 SESSION_APP = "herald-session-test"
@@ -66,9 +69,9 @@ def database() -> Iterator[str]:
 def test_herald_sends_and_reads_through_pgbouncer_in_transaction_mode(
     database: str, namespace: str
 ) -> None:
-    user = psycopg.conninfo.conninfo_to_dict(POSTGRES_URL)["user"]
-    server_port = int(psycopg.conninfo.conninfo_to_dict(POSTGRES_URL).get("port") or 5432)
-    with pgbouncer(database, server_port, {str(user): PASSWORD}, POOL) as port:
+    user = str(SERVER["user"])
+    upstream = (str(SERVER.get("host") or "127.0.0.1"), int(SERVER.get("port") or 5432))
+    with pgbouncer(database, upstream, {user: PASSWORD}, POOL) as port:
         settings = Settings(
             database_url=f"postgresql://{user}:{PASSWORD}@127.0.0.1:{port}/{database}",
             database_transaction_pooling=True,
