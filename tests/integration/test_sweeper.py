@@ -13,8 +13,16 @@ from herald.core.ids import new_id
 from herald.core.settings import Settings
 from herald.core.statuses import Status
 from herald.core.tables import messages
-from herald.sender.sweeper import LOCK_KEY, PURGE_BATCH, PURGE_BATCHES, Leadership, Sweeper
+from herald.sender.sweeper import (
+    LOCK_KEY,
+    PROMOTE_EVERY,
+    PURGE_BATCH,
+    PURGE_BATCHES,
+    Leadership,
+    Sweeper,
+)
 from tests.conftest import queued_ids
+from tests.stack import wait_for
 
 
 @pytest.fixture
@@ -139,8 +147,9 @@ def test_a_silent_leader_loses_the_lock_to_another_pod(settings: Settings) -> No
     try:
         assert leader.held()
         assert not other.held()
-        time.sleep(1.5)  # the leader says nothing: as far as PostgreSQL can tell, it is frozen
-        assert other.held()
+        # The leader says nothing (frozen, as far as PostgreSQL can tell) while the follower
+        # keeps trying, as its cycle does every PROMOTE_EVERY seconds.
+        wait_for(other.held, 10, "the follower to lead", interval=PROMOTE_EVERY)
         assert not leader.held()  # back, it finds its session ended and does not lead
     finally:
         leader.release()
