@@ -26,6 +26,16 @@ STATEMENT_TIMEOUT_MS = 4_000
 # How long a request waits for a batch to take its work before a 503 (nothing done). A write
 # once taken is waited for to its end (its COMMIT may succeed); a read is given up on.
 BATCH_WAIT_SECONDS = 4.5
+# A server that vanished without a word (host down, network cut) is only noticed by TCP: without
+# these the kernel's defaults wait about two hours (idle) or fifteen minutes (unacknowledged
+# data), and a statement_timeout the server can no longer enforce holds its callers that long.
+DEAD_PEER_DETECTION = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
 # What `SET TimeZone = 'UTC'` leaves, and the name PostgreSQL's packages default to.
 _UTC_NAMES = frozenset({"UTC", "Etc/UTC"})
 _SESSION_DEFAULTS: LiteralString = (
@@ -53,7 +63,10 @@ def _connect_options(settings: Settings, statement_timeout_ms: int) -> dict[str,
     the statement timeout would replace them. Behind a transaction pooler none are added
     (PgBouncer refuses the `options` startup parameter): the role's defaults give the same.
     """
-    connect = {"connect_timeout": max(1, round(settings.db_connect_timeout))}
+    connect: dict[str, Any] = {
+        "connect_timeout": max(1, round(settings.db_connect_timeout)),
+        **DEAD_PEER_DETECTION,
+    }
     if settings.database_transaction_pooling:
         return connect
     # Times come back in UTC whatever the server's zone: answers give UTC, and a year-1 instant
@@ -176,15 +189,12 @@ def watched_conninfo(settings: Settings, silent_after_s: float) -> str:
     options = _connect_options(settings, STATEMENT_TIMEOUT_MS)
     options["options"] += "".join(f" -c {name}={value}" for name, value in server.items())
     options["options"] += f" -c idle_session_timeout={silent_ms}"
-    return make_conninfo(
-        settings.libpq_url,
-        **options,
-        keepalives=1,
-        keepalives_idle=probe_s,
-        keepalives_interval=probe_s,
-        keepalives_count=3,
-        tcp_user_timeout=silent_ms,
-    )
+    client = {
+        "keepalives_idle": probe_s,
+        "keepalives_interval": probe_s,
+        "tcp_user_timeout": silent_ms,
+    }
+    return make_conninfo(settings.libpq_url, **{**options, **client})
 
 
 def _ended_by_server(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
