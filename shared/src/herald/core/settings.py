@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 from pydantic import Field, PostgresDsn, RedisDsn
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -70,6 +71,10 @@ class Settings(BaseSettings):
     messageapp_failure_rate: float = Field(0.0, ge=0, le=1)
 
     log_level: str = "INFO"
+    # json: one object per line, for containers and CI, where a collector parses them. console:
+    # readable coloured lines for a person at a terminal; `make run` picks it when its own
+    # stdout is a terminal (its children write to a pipe, so they cannot tell by themselves).
+    log_format: Literal["json", "console"] = "json"
 
     @property
     def sqlalchemy_url(self) -> str:
