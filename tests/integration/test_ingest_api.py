@@ -20,8 +20,8 @@ from herald.core.schemas import MAX_BODY_CHARS, MAX_DESTINATION_CHARS
 from herald.core.settings import Settings
 from herald.core.tables import messages
 from tests.badinput import BAD_INPUT, GOOD_SEND_AT, JSON, check_error
-from tests.conftest import queued_ids
 from tests.pglocks import BLOCK_INSERTS, held, wait_for_lock_waiters
+from tests.queues import queued_ids
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from herald.sender.sweeper import (
     Leadership,
     Sweeper,
 )
-from tests.conftest import queued_ids
+from tests.queues import queued_ids
 from tests.stack import wait_for
 
 
