@@ -1,6 +1,5 @@
 """The sweeper on real PostgreSQL and Redis: promotion, lost and abandoned sends, one at a time."""
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -149,7 +148,7 @@ def test_a_silent_leader_loses_the_lock_to_another_pod(settings: Settings) -> No
         assert not other.held()
         # The leader says nothing (frozen, as far as PostgreSQL can tell) while the follower
         # keeps trying, as its cycle does every PROMOTE_EVERY seconds.
-        wait_for(other.held, 10, "the follower to lead", interval=PROMOTE_EVERY)
+        wait_for(other.held, 60, "the follower to lead", interval=PROMOTE_EVERY)
         assert not leader.held()  # back, it finds its session ended and does not lead
     finally:
         leader.release()
@@ -321,9 +320,13 @@ def test_a_retry_a_live_worker_dropped_from_its_delay_queue_is_swept(
         held = next(delays)  # now in this live worker's memory and its ack set only
         assert held is not None
         assert held.options["eta"] > 0
+
         # Dropped: never forwarded, never acknowledged. Past its eta by more than stuck_after:
-        time.sleep(0.6)
-        depth = queue_depth(broker.client, settings.redis_namespace, SEND_QUEUE, 0.5)
+        def lost() -> dict[str, int] | None:
+            depth = queue_depth(broker.client, settings.redis_namespace, SEND_QUEUE, 0.5)
+            return depth if depth["lost"] else None
+
+        depth = wait_for(lost, 60, "the dropped retry to count as lost")
         assert (depth["delayed"], depth["lost"]) == (0, 1)
         assert Sweeper(quick, engine, broker).sweep() == 1
         assert queued_ids(broker) == [retrying]
