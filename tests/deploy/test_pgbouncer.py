@@ -21,7 +21,7 @@ from herald.core.migrate import upgrade
 from herald.core.settings import Settings
 from herald.sender.sweeper import LOCK_KEY
 from herald.status.queries import Reader
-from tests.conftest import POSTGRES_URL, REDIS_URL
+from tests.servers import POSTGRES_URL, REDIS_URL
 from tests.deploy.servers import pgbouncer
 from tests.stack import BIN, HTTP, running_stack, wait_for
 
