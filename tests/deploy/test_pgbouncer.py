@@ -21,8 +21,8 @@ from herald.core.migrate import upgrade
 from herald.core.settings import Settings
 from herald.sender.sweeper import LOCK_KEY
 from herald.status.queries import Reader
-from tests.servers import POSTGRES_URL, REDIS_URL
 from tests.deploy.servers import pgbouncer
+from tests.servers import POSTGRES_URL, REDIS_URL
 from tests.stack import BIN, HTTP, running_stack, wait_for
 
 # PgBouncer checks it (SCRAM, as shipped) and logs in to the server with it: the server's own
