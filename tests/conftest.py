@@ -6,7 +6,6 @@ Dramatiq namespace in Redis, so parallel runs and CI runs on a shared machine ne
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import uuid
@@ -23,14 +22,11 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="heral
 # The imports below may load prometheus_client, so they come after the line above.
 from dramatiq.brokers.redis import RedisBroker
 
-from herald.core.broker import SEND_QUEUE, make_broker
+from herald.core.broker import make_broker
 from herald.core.db import make_engine
 from herald.core.migrate import upgrade
 from herald.core.settings import Settings
-
-# The machine's shared servers; CI has them too. A missing server fails the run, never skips.
-POSTGRES_URL = os.environ.get("HERALD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
-REDIS_URL = os.environ.get("HERALD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+from tests.servers import POSTGRES_URL, REDIS_URL
 
 
 @pytest.fixture(autouse=True)
@@ -88,18 +84,6 @@ def broker(settings: Settings) -> Iterator[RedisBroker]:
     broker = make_broker(settings)
     yield broker
     broker.close()
-
-
-def queued_ids(broker: RedisBroker) -> list[str]:
-    """The message ids waiting on the send queue, in queue order (a batch's ids in its order)."""
-    queue = f"{broker.namespace}:{SEND_QUEUE}"
-    redis_ids = broker.client.lrange(queue, 0, -1)
-    bodies = [broker.client.hget(f"{queue}.msgs", rid) for rid in redis_ids]
-    ids: list[str] = []
-    for body in bodies:
-        carried = json.loads(body or b"{}")["args"][0]
-        ids += [carried] if isinstance(carried, str) else carried
-    return ids
 
 
 @pytest.fixture

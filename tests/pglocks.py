@@ -9,6 +9,8 @@ from typing import Any, LiteralString
 
 import psycopg
 
+from tests.stack import wait_for
+
 # Blocks every INSERT into messages (ROW EXCLUSIVE) and conflicts with itself, so a second
 # holder queues behind the INSERTs already waiting.
 BLOCK_INSERTS: LiteralString = "LOCK TABLE messages IN SHARE ROW EXCLUSIVE MODE"
@@ -34,16 +36,15 @@ def hold_until(database_url: str, statement: LiteralString, until: float) -> Non
 
 
 def wait_for_lock_waiters(database_url: str, count: int) -> None:
-    """Return once `count` sessions of this database wait on a lock; fail after 5 s."""
+    """Return once `count` sessions of this database wait on a lock (fail after a minute)."""
     # Autocommit: within one transaction pg_stat_activity is a snapshot that never changes.
     with psycopg.connect(database_url, autocommit=True) as conn:
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
+
+        def waiting() -> bool:
             row = conn.execute(
                 "SELECT count(*) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND wait_event_type = 'Lock'"
             ).fetchone()
-            if row is not None and row[0] >= count:
-                return
-            time.sleep(0.01)
-    raise AssertionError(f"fewer than {count} sessions waiting on a lock")
+            return row is not None and row[0] >= count
+
+        wait_for(waiting, 60, f"{count} sessions waiting on a lock", interval=0.01)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ BIN = Path(sys.executable).parent
 # One pooled client for all test traffic: a client per request costs ~20 ms of TLS set-up.
 HTTP = httpx.Client(timeout=10)
 T = TypeVar("T")
+_SENDS = re.compile(r'^herald_sends_total\{outcome="(\w+)"\} (\S+)$', re.MULTILINE)
 
 
 def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.02) -> T:
@@ -162,6 +164,17 @@ class Stack:
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.output()[-4000:]}" for p in self.processes.values())
+
+
+def sender_outcomes(stack: Stack) -> dict[str, int]:
+    """The running sender's sends by outcome (sent, skipped, retry, failed), from /metrics.
+
+    skipped counts ids that claim() turned away: duplicates and canceled messages. A count is
+    the event that shows the sender handled a queue message, whether it sent or not.
+    """
+    url = f"http://127.0.0.1:{stack.settings.sender_metrics_port}/metrics"
+    found = _SENDS.findall(HTTP.get(url).text)
+    return {outcome: round(float(value)) for outcome, value in found}
 
 
 def _http(stack: Stack, name: str, script: str, port: int) -> Process:

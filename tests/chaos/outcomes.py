@@ -6,16 +6,13 @@ only witness of effects (one per Idempotency-Key) and of raw repeated calls.
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass
 
 import psycopg
 
-from tests.stack import HTTP, Stack
-
-_SENDS = re.compile(r'^herald_sends_total\{outcome="(\w+)"\} (\S+)$', re.MULTILINE)
+from tests.stack import HTTP
 
 
 def statuses(database_url: str, ids: list[str]) -> dict[str, str]:
@@ -76,16 +73,6 @@ def provider_stats(provider: str) -> dict[str, int]:
 def delivered_ids(provider: str) -> list[str]:
     """The Idempotency-Key of every effect at the provider, in arrival order."""
     return [entry["id"] for entry in HTTP.get(f"{provider}/messages").json()]
-
-
-def sender_outcomes(stack: Stack) -> dict[str, int]:
-    """The running sender's queue messages by outcome (sent, skipped, retry, failed).
-
-    skipped counts queue messages that claim() turned away: duplicates and canceled messages.
-    """
-    url = f"http://127.0.0.1:{stack.settings.sender_metrics_port}/metrics"
-    found = _SENDS.findall(HTTP.get(url).text)
-    return {outcome: round(float(value)) for outcome, value in found}
 
 
 @dataclass(frozen=True)

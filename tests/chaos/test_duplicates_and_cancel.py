@@ -12,11 +12,10 @@ from tests.chaos.outcomes import (
     configure_provider,
     delivered_ids,
     provider_stats,
-    sender_outcomes,
     statuses,
 )
 from tests.chaos.traffic import DESTINATION
-from tests.stack import HTTP, Stack, wait_for
+from tests.stack import HTTP, Stack, sender_outcomes, wait_for
 
 DUPLICATES = 10  # extra queue messages for one id, raced by 16 threads while it is in flight
 

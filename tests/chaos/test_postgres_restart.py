@@ -11,9 +11,9 @@ from collections import Counter
 from dev.embedded import EmbeddedPostgres
 from herald.core.settings import Settings
 from tests.chaos.figures import Figures
-from tests.chaos.outcomes import all_ids, audit, sender_outcomes, wait_all_sent
+from tests.chaos.outcomes import all_ids, audit, wait_all_sent
 from tests.chaos.traffic import Stream, accepted_ids
-from tests.stack import Stack
+from tests.stack import Stack, sender_outcomes
 
 FAST_S = 5.0  # the contract: a 503 with Retry-After within 5 s, never a hang
 

@@ -8,9 +8,9 @@ from collections import Counter
 from dev.embedded import EmbeddedRedis
 from herald.core.settings import Settings
 from tests.chaos.figures import Figures
-from tests.chaos.outcomes import audit, sender_outcomes, wait_all_sent
+from tests.chaos.outcomes import audit, wait_all_sent
 from tests.chaos.traffic import Stream, accepted_ids
-from tests.stack import Stack
+from tests.stack import Stack, sender_outcomes
 
 OUTAGE_S = 3.0  # longer than stuck_after: the sweeper, not luck, must bring the posts back
 FAST_S = 5.0  # the only timing bound: an outage answer is never slow

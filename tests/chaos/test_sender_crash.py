@@ -11,12 +11,11 @@ from tests.chaos.outcomes import (
     configure_provider,
     provider_stats,
     resent_count,
-    sender_outcomes,
     status_counts,
     wait_all_sent,
 )
 from tests.chaos.traffic import accepted_ids, client, post
-from tests.stack import Stack, wait_for
+from tests.stack import Stack, sender_outcomes, wait_for
 
 MESSAGES = 1_000
 PROCESSES, THREADS = 2, 8

@@ -18,8 +18,8 @@ from herald.core.broker import SEND_QUEUE
 from herald.core.settings import Settings
 from herald.sender.backlog import queue_depth
 from tests.chaos.figures import Figures
-from tests.chaos.outcomes import audit, configure_provider, sender_outcomes, wait_all_sent
-from tests.stack import HTTP, Process, Stack, running_stack, start, wait_for
+from tests.chaos.outcomes import audit, configure_provider, wait_all_sent
+from tests.stack import HTTP, Process, Stack, running_stack, sender_outcomes, start, wait_for
 
 
 @contextmanager

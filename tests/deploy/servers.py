@@ -1,7 +1,8 @@
-"""The project's real nginx gateway and Prometheus, run from its own config files on free ports.
+"""The project's real nginx gateway, Prometheus and PgBouncer, run from its own config files on
+free ports.
 
 Each config is the file under deploy/, changed only where a test must: the upstream and target
-addresses become the local processes' ports. Both servers are Debian's (`make system-deps`);
+addresses become the local processes' ports. The servers are Debian's (`make system-deps`);
 a missing one fails the test, it never skips.
 """
 
@@ -10,9 +11,10 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,9 @@ from tests.stack import HTTP, wait_for
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 GATEWAY_CONF = DEPLOY / "gateway" / "nginx.conf"
 PROMETHEUS_CONF = DEPLOY / "prometheus" / "prometheus.yml"
+PGBOUNCER_CONF = DEPLOY / "pgbouncer" / "pgbouncer.ini"
+# Where compose and Kubernetes mount the pooler's files, as pgbouncer.ini names them.
+PGBOUNCER_MOUNT = "/etc/pgbouncer/"
 
 
 def binary(name: str) -> str:
@@ -40,14 +45,20 @@ def replaced(text: str, old: str, new: str) -> str:
 
 
 @contextmanager
-def server(args: list[str], log: Path, ready_url: str, stop: int) -> Iterator[None]:
-    """Run args until the block ends; wait until ready_url answers 200 first."""
+def server(args: list[str], log: Path, ready: str | int, stop: int) -> Iterator[None]:
+    """Run args until the block ends; first wait until ready (a URL) answers 200, or until
+    ready (a local port) accepts connections."""
     with log.open("wb") as sink:
         popen = subprocess.Popen(
             args, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
         )
+    check: Callable[[], bool] = (
+        (lambda: HTTP.get(ready, timeout=1).status_code == 200)
+        if isinstance(ready, str)
+        else (lambda: _listening(ready))
+    )
     try:
-        wait_for(lambda: _ready(popen, ready_url, log), 30, ready_url, 0.05)
+        wait_for(lambda: _ready(popen, check, log), 30, str(ready), 0.05)
         yield
     finally:
         if popen.poll() is None:
@@ -60,10 +71,15 @@ def server(args: list[str], log: Path, ready_url: str, stop: int) -> Iterator[No
             popen.wait()
 
 
-def _ready(popen: subprocess.Popen[bytes], url: str, log: Path) -> bool:
+def _ready(popen: subprocess.Popen[bytes], check: Callable[[], bool], log: Path) -> bool:
     if popen.poll() is not None:
         raise AssertionError(f"{popen.args!r} exited early:\n{log.read_text(errors='replace')}")
-    return HTTP.get(url, timeout=1).status_code == 200
+    return check()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @contextmanager
@@ -130,3 +146,32 @@ def query(prometheus_url: str, expr: str) -> list[dict[str, Any]]:
     assert body["status"] == "success", f"{expr}: {body}"
     result: list[dict[str, Any]] = body["data"]["result"]
     return result
+
+
+@contextmanager
+def pgbouncer(
+    database: str, upstream: tuple[str, int], users: Mapping[str, str], pool_size: int
+) -> Iterator[int]:
+    """deploy/pgbouncer/pgbouncer.ini in front of database at upstream (host, port), for users
+    (name -> password), with pool_size server connections per user; yields its port."""
+    port = free_port()
+    config = PGBOUNCER_CONF.read_text()
+    config = replaced(config, "listen_addr = 0.0.0.0", "listen_addr = 127.0.0.1")
+    config = replaced(config, "listen_port = 6432", f"listen_port = {port}")
+    config = replaced(config, "default_pool_size = 20", f"default_pool_size = {pool_size}")
+    host, server_port = upstream
+    with tempfile.TemporaryDirectory(prefix="herald-pgbouncer-") as prefix:
+        home = Path(prefix)
+        home.chmod(0o755)  # as root, pgbouncer runs as nobody, who must read its files
+        files = {
+            "pgbouncer.ini": config.replace(PGBOUNCER_MOUNT, f"{home}/"),
+            "databases.ini": f"{database} = host={host} port={server_port} dbname={database}\n",
+            "userlist.txt": "".join(f'"{user}" "{password}"\n' for user, password in users.items()),
+        }
+        for name, text in files.items():
+            (home / name).write_text(text)
+            (home / name).chmod(0o644)
+        user = ["-u", "nobody"] if os.geteuid() == 0 else []  # it refuses to run as root
+        args = [binary("pgbouncer"), *user, str(home / "pgbouncer.ini")]
+        with server(args, home / "pgbouncer.log", port, signal.SIGTERM):
+            yield port

@@ -26,9 +26,10 @@ def lint(root: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def copy(tmp_path: Path) -> Path:
-    """What lint-deploy reads, copied: Dockerfile, docker-compose.yml, deploy/."""
+    """What lint-deploy reads, copied: Dockerfile, the compose files, deploy/."""
     shutil.copy(ROOT / "Dockerfile", tmp_path)
-    shutil.copy(ROOT / "docker-compose.yml", tmp_path)
+    for compose in ROOT.glob("docker-compose*.yml"):
+        shutil.copy(compose, tmp_path)
     shutil.copytree(ROOT / "deploy", tmp_path / "deploy")
     return tmp_path
 
@@ -95,12 +96,35 @@ BREAKAGES = [
      "panel 'Send queue depth': could not parse expression"),
     ("Dockerfile", "USER 10001:10001", "USER root", "api: the image runs as root"),
 ]  # fmt: skip
+# The pooler's files, broken in a copy of their own: overlays/prod-pgbouncer builds on
+# overlays/prod, which BREAKAGES leaves unrenderable.
+POOLER_BREAKAGES = [
+    # PgBouncer refuses to start on a value (or a key) it does not know.
+    ("deploy/pgbouncer/pgbouncer.ini", "pool_mode = transaction", "pool_mode = transactional",
+     'deploy/pgbouncer: pgbouncer: ERROR invalid value "transactional" for parameter pool_mode'),
+    ("deploy/k8s/components/pgbouncer/pgbouncer.ini", "max_db_connections =",
+     "max_db_connection =", "prod-pgbouncer: pgbouncer: ERROR unknown parameter"),
+    ("deploy/k8s/components/pgbouncer/pgbouncer.ini", "query_wait_timeout = 4",
+     "query_wait_timeout = 3", "components/pgbouncer/pgbouncer.ini differs from"),
+    # The sweeper's advisory lock through a transaction pooler: leadership would mean nothing.
+    ("docker-compose.pgbouncer.yml", "herald:herald@postgres:5432/herald",
+     "herald:herald@pgbouncer:6432/herald",
+     "sender: behind PgBouncer, needs HERALD_DATABASE_SESSION_URL past it"),
+    ("deploy/k8s/components/pgbouncer/pooled.yaml", "- name: HERALD_DATABASE_SESSION_URL",
+     "- name: HERALD_DATABASE_SESSION", "Deployment/sender: behind PgBouncer, needs"),
+    # A projected volume's source is checked like any ConfigMap a pod uses.
+    ("deploy/k8s/components/pgbouncer/pgbouncer.yaml", "name: pgbouncer-databases\n",
+     "name: pgbouncer-database\n", "uses ConfigMap pgbouncer-database, which is not here"),
+]  # fmt: skip
 
 
-def test_every_kind_of_broken_file_fails_and_is_named(copy: Path) -> None:
-    for relative, old, new, _ in BREAKAGES:
+@pytest.mark.parametrize("breakages", [BREAKAGES, POOLER_BREAKAGES], ids=["all", "pooler"])
+def test_every_kind_of_broken_file_fails_and_is_named(
+    copy: Path, breakages: list[tuple[str, str, str, str]]
+) -> None:
+    for relative, old, new, _ in breakages:
         edit(copy / relative, old, new)
     done = lint(copy)
     assert done.returncode == 1, done.stdout + done.stderr
-    for relative, _, _, message in BREAKAGES:
+    for relative, _, _, message in breakages:
         assert message in done.stdout, f"breaking {relative}: {message!r} not in\n{done.stdout}"

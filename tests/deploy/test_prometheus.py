@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
-import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -98,17 +99,17 @@ def post(stack: Stack, body: str) -> str:
     return message_id
 
 
-def traffic(stack: Stack) -> None:
+def traffic(stack: Stack, prometheus_url: str) -> None:
     """Sends in two rounds, a retried send (503 twice), a permanent failure (400), status reads.
 
     A labelled series is born at its first observation; for its rate to be more than zero, a
-    later scrape must see it grow: hence two rounds, a few scrape intervals apart.
+    later scrape must see it grow: hence two rounds, each followed by a scrape of every target.
     """
     for round_ in range(2):
         sent = [post(stack, f"round {round_} message {i}") for i in range(5)]
         for message_id in sent:
             stack.wait_status(message_id, "sent")
-        time.sleep(2.5)
+        wait_for_scrape(prometheus_url)
     configure_provider(stack, fail_status=503, fail_next=2)
     retried = post(stack, "retried")
     stack.wait_status(retried, "sent")
@@ -135,7 +136,7 @@ def test_every_dashboard_and_autoscaling_query_returns_data(settings: Settings) 
         with prometheus(targets) as url:
             # Prometheus hands new targets to its scrapers every few seconds: wait for all.
             wait_for(lambda: _all_up(url, len(targets) + 1), 30, "every target scraped")
-            traffic(stack)
+            traffic(stack, url)
 
             def missing() -> list[str]:
                 return [name for name, expr in queries.items() if not has_data(query(url, expr))]
@@ -146,6 +147,25 @@ def test_every_dashboard_and_autoscaling_query_returns_data(settings: Settings) 
                 raise AssertionError(f"no data for: {missing()}\n{stack.logs()}") from None
             for expr in alert_queries().values():
                 query(url, expr)  # evaluates without error (an alert firing is not expected)
+
+
+def wait_for_scrape(prometheus_url: str) -> None:
+    """Return once Prometheus has scraped every target after this call."""
+    now = datetime.now(UTC)
+    wait_for(lambda: _scraped_since(prometheus_url, now), 30, "a scrape of every target")
+
+
+def _scraped_since(prometheus_url: str, moment: datetime) -> bool:
+    """Every target scraped successfully after moment (the scrape that began after it)."""
+    targets = HTTP.get(f"{prometheus_url}/api/v1/targets").json()["data"]["activeTargets"]
+    return all(
+        target["health"] == "up" and _instant(target["lastScrape"]) > moment for target in targets
+    )
+
+
+def _instant(rfc3339: str) -> datetime:
+    # Prometheus writes nanoseconds; datetime keeps microseconds.
+    return datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", rfc3339))
 
 
 def _all_up(prometheus_url: str, count: int) -> bool:

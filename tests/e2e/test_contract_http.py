@@ -14,7 +14,7 @@ import pytest
 from herald.core.schemas import MAX_REQUEST_BYTES
 from herald.core.settings import Settings
 from tests.badinput import BAD_INPUT, JSON, check_error
-from tests.conftest import REDIS_URL
+from tests.servers import REDIS_URL
 from tests.stack import HTTP, Stack, running_stack
 
 

@@ -2,12 +2,12 @@
 
 import asyncio
 import threading
-import time
 
 from sqlalchemy import Engine, text
 
 from herald.core.db import AsyncDirectConnection, DirectConnection, make_engine
 from herald.core.settings import Settings
+from tests.stack import wait_for
 
 BACKEND_PID = "SELECT pg_backend_pid()"
 
@@ -17,15 +17,8 @@ def _end_session(engine: Engine, pid: int) -> None:
     # Autocommit: within one transaction pg_stat_activity is a snapshot that never changes.
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as admin:
         admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            gone = admin.execute(
-                text("SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
-            ).scalar()
-            if gone:
-                return
-            time.sleep(0.01)
-    raise AssertionError(f"backend {pid} still running")
+        gone = text("SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = :pid")
+        wait_for(lambda: admin.execute(gone, {"pid": pid}).scalar(), 60, f"backend {pid} to end")
 
 
 def test_a_statement_after_the_server_ended_the_session_runs_on_a_new_one(
@@ -45,10 +38,7 @@ def _end_session_once_busy(engine: Engine, pid: int) -> None:
     """End the session while it runs a statement (a crash mid-read), once it has begun."""
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as admin:
         busy = text("SELECT state = 'active' FROM pg_stat_activity WHERE pid = :pid")
-        deadline = time.monotonic() + 5
-        while not admin.execute(busy, {"pid": pid}).scalar():
-            assert time.monotonic() < deadline, f"backend {pid} never ran the read"
-            time.sleep(0.01)
+        wait_for(lambda: admin.execute(busy, {"pid": pid}).scalar(), 60, f"backend {pid} busy")
     _end_session(engine, pid)
 
 

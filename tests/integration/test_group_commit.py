@@ -56,7 +56,10 @@ def test_a_caller_whose_batch_commits_after_the_wait_gets_its_result(
     with ThreadPoolExecutor(1) as pool, held(database_url, _CLAIM_ID, (message_id,)) as lock:
         answer = pool.submit(inserter.submit, message_id)
         wait_for_lock_waiters(database_url, 1)  # taken: its INSERT waits on our row lock
-        time.sleep(0.5)  # well past the caller's 0.2 s
+        # A later caller's 0.2 s run out (it is never taken): the first caller's have too.
+        with pytest.raises(BatchTimeout):
+            inserter.submit(new_id())
+        assert not answer.done()  # past its wait, it still waits for its batch's outcome
         lock.rollback()  # the INSERT goes through and commits
         assert answer.result() == message_id  # not BatchTimeout: the row is stored
     assert _stored(engine) == {message_id}

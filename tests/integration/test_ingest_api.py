@@ -1,6 +1,5 @@
 """The ingest API in-process on real PostgreSQL and Redis: storage, enqueueing and bad input."""
 
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,8 +19,9 @@ from herald.core.schemas import MAX_BODY_CHARS, MAX_DESTINATION_CHARS
 from herald.core.settings import Settings
 from herald.core.tables import messages
 from tests.badinput import BAD_INPUT, GOOD_SEND_AT, JSON, check_error
-from tests.conftest import queued_ids
 from tests.pglocks import BLOCK_INSERTS, held, wait_for_lock_waiters
+from tests.queues import queued_ids
+from tests.stack import wait_for
 
 
 @pytest.fixture
@@ -72,7 +72,6 @@ def test_past_send_at_is_sent_at_once(
 # A send_at just ahead of the database's clock when the request arrives, and a database that
 # reaches the INSERT only later: by the time the row is written, its send_at has passed.
 DUE_IN = timedelta(seconds=0.3)
-STALL_SECONDS = 1.0
 
 
 @contextmanager
@@ -91,14 +90,21 @@ def _sent_while_stalled(
     stall: AbstractContextManager[object],
     request: Callable[[str], falcon.testing.Result],
 ) -> falcon.testing.Result:
-    """request(send_at) with send_at DUE_IN after the database's now, the database stalled."""
+    """request(send_at) with send_at DUE_IN after the database's now, the database stalled
+    until its clock has passed send_at."""
     with engine.connect() as conn:
         send_at = conn.execute(text("SELECT now()")).scalar_one() + DUE_IN
     with ThreadPoolExecutor(1) as pool:
         with stall:
             answer = pool.submit(request, send_at.isoformat())
-            time.sleep(STALL_SECONDS)
+            wait_for(lambda: _database_clock_passed(engine, send_at), 60, "send_at to pass")
         return answer.result()
+
+
+def _database_clock_passed(engine: Engine, moment: datetime) -> bool:
+    # clock_timestamp(), not now(): now() is the time this statement's transaction began.
+    with engine.connect() as conn:
+        return bool(conn.execute(text("SELECT clock_timestamp() > :m"), {"m": moment}).scalar())
 
 
 def _stored_status(engine: Engine, message_id: str) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from dev.embedded import free_port
+from tests.stack import wait_for
 
 CONCURRENT_CALLS = 100
 LATENCY_MS = 2_000  # long, so that overlap shows whatever the load of the machine
@@ -108,12 +109,19 @@ def hang(url: str) -> None:
         httpx.post(f"{url}/message", json=payload, headers={"Idempotency-Key": "k"}, timeout=120)
 
 
+def _arrived(url: str) -> bool:
+    """Whether the one call planned to fail (fail_next 1) has arrived: its plan spent it."""
+    return bool(httpx.get(f"{url}/config").json()["fail_next"] == 0)
+
+
 def test_sigterm_stops_the_process_promptly_while_a_call_hangs(tmp_path: Path) -> None:
     with running_provider(tmp_path) as (url, process):
-        assert httpx.put(f"{url}/config", json={"latency_ms": 60_000}).status_code == 200
+        # The hanging call is planned to fail: fail_next falls to 0 as it arrives.
+        knobs = {"latency_ms": 60_000, "fail_next": 1}
+        assert httpx.put(f"{url}/config", json=knobs).status_code == 200
         caller = threading.Thread(target=hang, args=(url,), daemon=True)
         caller.start()
-        time.sleep(0.5)
+        wait_for(lambda: _arrived(url), 60, "the call to be held by the provider")
         started = time.monotonic()
         process.terminate()
         # The deployables' bound is the provider timeout (5 s by default) + 5 s.

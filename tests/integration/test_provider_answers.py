@@ -148,7 +148,7 @@ def test_a_provider_asking_for_a_non_finite_wait_is_called_max_retries_plus_one_
         enqueue(broker, message_id)
         status, attempts, last_error = outcome(engine, message_id)
         assert (status, attempts) == ("failed", settings.max_retries + 1)
-        wait_for(lambda: dead_letters(broker) == [message_id], 5, "its dead letter")
+        wait_for(lambda: dead_letters(broker) == [message_id], 60, "its dead letter")
     assert last_error is not None
     assert last_error.startswith("HTTP 503")
     assert failed_calls(stand_in) == settings.max_retries + 1
@@ -164,7 +164,7 @@ def test_an_error_raised_inside_the_provider_call_is_an_outcome_and_logged(
         enqueue_sends(broker, [message_id])
         status, attempts, last_error = outcome(engine, message_id)
         assert (status, attempts) == ("failed", settings.max_retries + 1)
-        wait_for(lambda: dead_letters(broker) == [message_id], 5, "its dead letter")
+        wait_for(lambda: dead_letters(broker) == [message_id], 60, "its dead letter")
     assert last_error is not None
     assert last_error.startswith("UnicodeError: ")
     assert "provider call raised UnicodeError" in caplog.messages
@@ -182,7 +182,7 @@ def test_the_retry_limit_counts_the_rows_attempts_not_the_queue_messages_retries
         enqueue(broker, message_id)
         status, attempts, _ = outcome(engine, message_id)
         assert (status, attempts) == ("failed", settings.max_retries + 1)
-        wait_for(lambda: dead_letters(broker) == [message_id], 5, "its dead letter")
+        wait_for(lambda: dead_letters(broker) == [message_id], 60, "its dead letter")
     assert failed_calls(stand_in) == 1
 
 
@@ -217,7 +217,7 @@ def test_a_redirect_fails_the_message_and_is_never_followed(
             enqueue_sends(broker, [message_id])
             status, attempts, last_error = outcome(engine, message_id)
             assert (status, attempts) == ("failed", 1)
-            wait_for(lambda: dead_letters(broker) == [message_id], 5, "its dead letter")
+            wait_for(lambda: dead_letters(broker) == [message_id], 60, "its dead letter")
         assert last_error is not None
         assert last_error.startswith(f"HTTP {code}")
         assert provider.calls_to("/elsewhere") == []

@@ -25,13 +25,20 @@ def test_items_arriving_during_a_batch_share_the_next_one() -> None:
         return items
 
     batcher: Batcher[int, int] = Batcher(handle, 100, "slow")
+    calling = threading.Semaphore(0)
+
+    def submit(item: int) -> int:
+        # submit() joins the pending list at once, with nothing to wait for before it (the
+        # writer is held in handle), so once all ten are calling it all ten are pending.
+        calling.release()
+        return batcher.submit(item)
+
     with ThreadPoolExecutor(11) as pool:
         first = pool.submit(batcher.submit, 0)
         while not sizes:
             pass
-        rest = [pool.submit(batcher.submit, i) for i in range(1, 11)]
-        while sum(len(items) for items, _ in batcher._pending) < 10:
-            pass
+        rest = [pool.submit(submit, i) for i in range(1, 11)]
+        assert all(calling.acquire(timeout=60) for _ in rest), "the submitters never ran"
         release.set()
         assert first.result() == 0
         assert [f.result() for f in rest] == list(range(1, 11))

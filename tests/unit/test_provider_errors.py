@@ -12,9 +12,25 @@ def _response(code: int, retry_after: str | None = None) -> tuple[int, str, str 
     return code, "why", retry_after
 
 
-@pytest.mark.parametrize("code", [200, 201, 202, 204])
+def _verdict(code: int) -> str:
+    """What classify makes of an answer with this code: accepted, transient or permanent."""
+    try:
+        classify(*_response(code), CAP_MS)
+    except TransientError:
+        return "transient"
+    except PermanentError:
+        return "permanent"
+    return "accepted"
+
+
+@pytest.mark.parametrize("code", [200, 201, 202, 204, 299])
 def test_2xx_is_accepted(code: int) -> None:
-    classify(*_response(code), CAP_MS)
+    assert _verdict(code) == "accepted"
+
+
+def test_no_code_outside_2xx_is_accepted() -> None:
+    accepted = [code for code in range(100, 600) if _verdict(code) == "accepted"]
+    assert accepted == list(range(200, 300))
 
 
 @pytest.mark.parametrize("code", [408, 429, 500, 502, 503, 504])

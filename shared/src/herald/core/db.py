@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import select
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, LiteralString, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from herald.core.batching import BatchTimeout
 from herald.core.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # PostgreSQL unreachable, the pool exhausted or a write's outcome late: answer 503.
 DatabaseUnavailable = (DBAPIError, PoolTimeout, BatchTimeout, psycopg.OperationalError)
@@ -23,35 +26,108 @@ STATEMENT_TIMEOUT_MS = 4_000
 # How long a request waits for a batch to take its work before a 503 (nothing done). A write
 # once taken is waited for to its end (its COMMIT may succeed); a read is given up on.
 BATCH_WAIT_SECONDS = 4.5
+# A server that vanished without a word (host down, network cut) is only noticed by TCP: without
+# these the kernel's defaults wait about two hours (idle) or fifteen minutes (unacknowledged
+# data), and a statement_timeout the server can no longer enforce holds its callers that long.
+DEAD_PEER_DETECTION = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+# What `SET TimeZone = 'UTC'` leaves, and the name PostgreSQL's packages default to.
+_UTC_NAMES = frozenset({"UTC", "Etc/UTC"})
+_SESSION_DEFAULTS: LiteralString = (
+    "SELECT current_setting('TimeZone'), setting::int FROM pg_settings"
+    " WHERE name = 'statement_timeout'"
+)
 
 
-def _connect_options(settings: Settings, statement_timeout_ms: int | None) -> dict[str, Any]:
-    """psycopg connection options: fail fast when PostgreSQL is down, bound each statement.
+class MissingSessionDefaults(psycopg.OperationalError):
+    """Behind a transaction pooler, the role lacks the session defaults Herald relies on."""
+
+
+def _prepares(settings: Settings) -> bool:
+    """Whether connections use named prepared statements: a transaction pooler may not keep
+    them, as the next transaction of the same client may run on another server connection."""
+    if settings.database_prepared_statements is None:
+        return not settings.database_transaction_pooling
+    return settings.database_prepared_statements
+
+
+def _connect_options(settings: Settings, statement_timeout_ms: int) -> dict[str, Any]:
+    """libpq connection options: fail fast when PostgreSQL is down, bound each statement.
 
     Options already in the database URL (e.g. `-c role=...`) are kept: passed on their own,
-    the statement timeout would replace them.
+    the statement timeout would replace them. Behind a transaction pooler none are added
+    (PgBouncer refuses the `options` startup parameter): the role's defaults give the same.
     """
+    connect: dict[str, Any] = {
+        "connect_timeout": max(1, round(settings.db_connect_timeout)),
+        **DEAD_PEER_DETECTION,
+    }
+    if settings.database_transaction_pooling:
+        return connect
     # Times come back in UTC whatever the server's zone: answers give UTC, and a year-1 instant
     # never has to be shown in a zone where it is still year 0 (beyond Python's datetime).
-    ours = ["-c TimeZone=UTC"]
-    if statement_timeout_ms is not None:
-        # A hung server must not hold a request past the 5 s the contract allows.
-        ours.append(f"-c statement_timeout={statement_timeout_ms}")
+    # A hung server must not hold a request past the 5 s the contract allows (0: no limit).
+    ours = ["-c TimeZone=UTC", f"-c statement_timeout={statement_timeout_ms}"]
     theirs = str(conninfo_to_dict(settings.libpq_url).get("options") or "")
-    return {
-        "connect_timeout": max(1, round(settings.db_connect_timeout)),
-        "options": " ".join([theirs, *ours]).strip(),
-    }
+    return {**connect, "options": " ".join([theirs, *ours]).strip()}
+
+
+def _session_defaults_problem(row: tuple[Any, ...] | None) -> str | None:
+    zone, timeout_ms = row or ("?", 0)
+    if zone in _UTC_NAMES and 0 < timeout_ms <= STATEMENT_TIMEOUT_MS:
+        return None
+    return (
+        "behind a transaction pooler the database role's own defaults must set TimeZone to"
+        f" UTC and statement_timeout to at most {STATEMENT_TIMEOUT_MS} ms; this role has"
+        f" {zone!r} and {timeout_ms} ms: ALTER ROLE ... IN DATABASE ... SET (docs/operations.md)"
+    )
+
+
+def _require_session_defaults(row: tuple[Any, ...] | None) -> None:
+    """Raise MissingSessionDefaults unless row (_SESSION_DEFAULTS' answer) has Herald's."""
+    problem = _session_defaults_problem(row)
+    if problem is not None:
+        log.error("database: %s", problem)
+        raise MissingSessionDefaults(problem)
+
+
+def _check_session_defaults(conn: psycopg.Connection[Any]) -> None:
+    """Raise MissingSessionDefaults (closing conn) unless its session has Herald's defaults."""
+    try:
+        row = conn.execute(_SESSION_DEFAULTS, prepare=False).fetchone()
+        conn.rollback()  # outside autocommit: leave no transaction open to pin a server
+        _require_session_defaults(row)
+    except psycopg.Error:
+        conn.close()
+        raise
+
+
+async def _check_session_defaults_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    """_check_session_defaults for an async connection (always in autocommit here)."""
+    try:
+        row = await (await conn.execute(_SESSION_DEFAULTS, prepare=False)).fetchone()
+        _require_session_defaults(row)
+    except psycopg.Error:
+        await conn.close()
+        raise
 
 
 def make_engine(
     settings: Settings,
     pool_size: int | None = None,
-    statement_timeout_ms: int | None = STATEMENT_TIMEOUT_MS,
+    statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
     pre_ping: bool = True,
 ) -> Engine:
     """A pooled engine that fails fast (seconds, not minutes) when PostgreSQL is down."""
-    return create_engine(
+    connect_args = _connect_options(settings, statement_timeout_ms)
+    if not _prepares(settings):
+        connect_args["prepare_threshold"] = None  # psycopg would prepare after 5 executions
+    engine = create_engine(
         settings.sqlalchemy_url,
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=0,
@@ -59,8 +135,39 @@ def make_engine(
         # A restarted PostgreSQL leaves dead connections in the pool: test each before use,
         # unless the caller retries reads itself (a round trip saved per request).
         pool_pre_ping=pre_ping,
-        connect_args=_connect_options(settings, statement_timeout_ms),
+        connect_args=connect_args,
     )
+    if settings.database_transaction_pooling:
+        event.listen(engine, "connect", lambda conn, _record: _check_session_defaults(conn))
+    return engine
+
+
+def session_settings(settings: Settings) -> Settings:
+    """settings for connections that keep a session (session advisory locks, migrations):
+    HERALD_DATABASE_SESSION_URL reaches PostgreSQL itself, so no pooler's rules apply.
+    ValueError behind a transaction pooler without it."""
+    if settings.database_session_url is None:
+        if settings.database_transaction_pooling:
+            raise ValueError(
+                "HERALD_DATABASE_TRANSACTION_POOLING needs HERALD_DATABASE_SESSION_URL: the"
+                " sweeper's advisory lock and herald-migrate need a session of their own,"
+                " which a transaction pooler does not keep"
+            )
+        return settings
+    return settings.model_copy(
+        update={
+            "database_url": settings.database_session_url,
+            "database_transaction_pooling": False,
+            "database_prepared_statements": None,
+        }
+    )
+
+
+def make_session_engine(
+    settings: Settings, pool_size: int = 1, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS
+) -> Engine:
+    """An engine whose connections are sessions of their own on PostgreSQL, never a pooler's."""
+    return make_engine(session_settings(settings), pool_size, statement_timeout_ms)
 
 
 def _direct_conninfo(settings: Settings) -> str:
@@ -82,15 +189,12 @@ def watched_conninfo(settings: Settings, silent_after_s: float) -> str:
     options = _connect_options(settings, STATEMENT_TIMEOUT_MS)
     options["options"] += "".join(f" -c {name}={value}" for name, value in server.items())
     options["options"] += f" -c idle_session_timeout={silent_ms}"
-    return make_conninfo(
-        settings.libpq_url,
-        **options,
-        keepalives=1,
-        keepalives_idle=probe_s,
-        keepalives_interval=probe_s,
-        keepalives_count=3,
-        tcp_user_timeout=silent_ms,
-    )
+    client = {
+        "keepalives_idle": probe_s,
+        "keepalives_interval": probe_s,
+        "tcp_user_timeout": silent_ms,
+    }
+    return make_conninfo(settings.libpq_url, **{**options, **client})
 
 
 def _ended_by_server(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
@@ -122,6 +226,8 @@ class _Direct(Generic[Conn]):
 
     def __init__(self, settings: Settings) -> None:
         self._conninfo = _direct_conninfo(settings)
+        self._prepare = _prepares(settings)
+        self._pooled = settings.database_transaction_pooling
         self._conn: Conn | None = None
 
     def _stale(self) -> bool:
@@ -142,12 +248,12 @@ class DirectConnection(_Direct[psycopg.Connection[Row]]):
     """One psycopg connection for one thread (or greenlet): no pool, no ping before each use."""
 
     def execute(self, statement: LiteralString, params: Sequence[Any]) -> psycopg.Cursor[Row]:
-        """Run one statement as its own transaction (prepared after a few uses); its cursor."""
+        """Run one statement as its own transaction (prepared unless pooled); its cursor."""
         if self._stale():
             self.close()
-        conn = self._conn or self._keep(psycopg.connect(self._conninfo, autocommit=True))
+        conn = self._conn or self._keep(self._connect())
         try:
-            return conn.execute(statement, params, prepare=True)
+            return conn.execute(statement, params, prepare=self._prepare)
         except psycopg.OperationalError:
             self.close()
             raise
@@ -166,6 +272,12 @@ class DirectConnection(_Direct[psycopg.Connection[Row]]):
         if conn is not None:
             conn.close()
 
+    def _connect(self) -> psycopg.Connection[Row]:
+        conn = psycopg.connect(self._conninfo, autocommit=True)
+        if self._pooled:
+            _check_session_defaults(conn)
+        return conn
+
 
 class AsyncDirectConnection(_Direct[psycopg.AsyncConnection[Row]]):
     """DirectConnection for an event loop: each statement's round trip is awaited on the loop,
@@ -174,14 +286,12 @@ class AsyncDirectConnection(_Direct[psycopg.AsyncConnection[Row]]):
     async def execute(
         self, statement: LiteralString, params: Mapping[str, Any]
     ) -> psycopg.AsyncCursor[Row]:
-        """Run one statement as its own transaction (prepared after a few uses); its cursor."""
+        """Run one statement as its own transaction (prepared unless pooled); its cursor."""
         if self._stale():
             await self.close()
-        conn = self._conn or self._keep(
-            await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-        )
+        conn = self._conn or self._keep(await self._connect())
         try:
-            return await conn.execute(statement, params, prepare=True)
+            return await conn.execute(statement, params, prepare=self._prepare)
         except psycopg.OperationalError:
             await self.close()
             raise
@@ -191,6 +301,12 @@ class AsyncDirectConnection(_Direct[psycopg.AsyncConnection[Row]]):
         conn = self._detach()
         if conn is not None:
             await conn.close()
+
+    async def _connect(self) -> psycopg.AsyncConnection[Row]:
+        conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        if self._pooled:
+            await _check_session_defaults_async(conn)
+        return conn
 
 
 def _lost_connection(error: Exception) -> bool:

@@ -9,7 +9,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, text
 
-from herald.core.db import make_engine
+from herald.core.db import make_session_engine
 from herald.core.settings import Settings
 
 # Two deployables starting together may both migrate: one waits for the other.
@@ -30,8 +30,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="herald-migrate", description=__doc__)
     parser.add_argument("--revision", default="head", help="target revision (default: head)")
     args = parser.parse_args(argv)
-    # No statement timeout: building an index on a large table takes what it takes.
-    engine = make_engine(Settings(), pool_size=1, statement_timeout_ms=None)
+    # No statement timeout (0), whatever the role's default: building an index on a large
+    # table takes what it takes. A session of its own: DDL and its lock never go through a
+    # transaction pooler.
+    try:
+        engine = make_session_engine(Settings(), pool_size=1, statement_timeout_ms=0)
+    except ValueError as error:
+        parser.error(str(error))
     try:
         upgrade(engine, args.revision)
     finally:

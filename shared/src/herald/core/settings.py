@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 from pydantic import Field, PostgresDsn, RedisDsn
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,10 +31,23 @@ class Settings(BaseSettings):
     # and another sender pod's sweeper takes over. Above the longest sweep cycle.
     leader_timeout: float = Field(30.0, ge=1)
 
-    # Database pool per process; a request holds a connection only for its statement.
-    db_pool_size: int = Field(10, ge=1)
+    # Database pool per process (api, status), beside each worker's direct connections. It
+    # serves the paths off the group-committed hot ones (Idempotency-Key, cancel, retry, the
+    # list, readiness); a request holds a connection only for its transaction.
+    # docs/operations.md, "Connection budget", counts every connection per process.
+    db_pool_size: int = Field(4, ge=1)
     db_connect_timeout: float = Field(2.0, gt=0)
     db_pool_timeout: float = Field(2.0, gt=0)
+    # database_url through a transaction-mode pooler (PgBouncer; docs/operations.md): Herald
+    # sends no startup `options` (PgBouncer refuses them) and checks each new connection for
+    # the role's own defaults, TimeZone UTC and a statement_timeout, instead; and it uses no
+    # named prepared statements unless database_prepared_statements is true (PgBouncer >= 1.21
+    # with max_prepared_statements > 0; unset: only without the pooler). What needs a session
+    # of its own (the sweeper's leadership lock, herald-migrate) connects straight to
+    # PostgreSQL at database_session_url (unset: database_url; required with the pooler).
+    database_transaction_pooling: bool = False
+    database_prepared_statements: bool | None = None
+    database_session_url: PostgresDsn | None = None
     # A dead Redis must not hold up an ingest answer: the row is durable, the sweeper re-enqueues.
     redis_socket_timeout: float = Field(0.5, gt=0)
 
@@ -57,6 +71,10 @@ class Settings(BaseSettings):
     messageapp_failure_rate: float = Field(0.0, ge=0, le=1)
 
     log_level: str = "INFO"
+    # json: one object per line, for containers and CI, where a collector parses them. console:
+    # readable coloured lines for a person at a terminal; `make run` picks it when its own
+    # stdout is a terminal (its children write to a pipe, so they cannot tell by themselves).
+    log_format: Literal["json", "console"] = "json"
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -79,8 +97,8 @@ class Settings(BaseSettings):
         """The environment of a child process run with these settings: this process's, minus
         any HERALD_*, plus every setting spelled as HERALD_* (as an operator would set them)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
-        for name, value in self.model_dump(mode="json").items():
-            env[f"HERALD_{name.upper()}"] = str(value)
+        for name, value in self.model_dump(mode="json", exclude_none=True).items():
+            env[f"HERALD_{name.upper()}"] = str(value)  # unset (None): the default again
         env.update(extra)
         return env
 

@@ -58,7 +58,7 @@ messages = Table(
 )
 
 
-# A client's Idempotency-Key names the message it first created, for IDEMPOTENCY_WINDOW.
+# A client's Idempotency-Key names the message it first created, for idempotency.WINDOW_HOURS.
 # No foreign key: the key row is written first, in the same transaction as the message.
 idempotency_keys = Table(
     "idempotency_keys",

@@ -9,6 +9,7 @@ import tempfile
 from dramatiq import cli as dramatiq_cli
 from dramatiq import worker as dramatiq_worker
 
+from herald.core.db import session_settings
 from herald.core.logs import configure_logging
 from herald.core.metrics import use_multiprocess_dir
 from herald.core.settings import Settings
@@ -43,6 +44,12 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     args = parser.parse_args(argv)
     configure_logging(settings, "sender")
+    try:
+        # The sweeper builds its session engine in a fork process, whose death Dramatiq does
+        # not notice: a missing session URL must stop the sender here, at boot, instead.
+        session_settings(settings)
+    except ValueError as error:
+        parser.error(str(error))
     # Queue messages a worker process holds unacknowledged: one per thread. Dramatiq's default
     # is twice the threads; a queue message of a batch carries up to SEND_BATCH_MAX ids, so the
     # first process to fetch would hold most of a backlog while the others, and any pod the HPA

@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 
 from herald.core import idempotency, transitions
 from herald.core.broker import SEND_QUEUE, enqueue_sends, make_broker
-from herald.core.db import DatabaseUnavailable, make_engine, watched_conninfo
+from herald.core.db import DatabaseUnavailable, make_engine, session_settings, watched_conninfo
 from herald.core.logs import configure_logging
 from herald.core.metrics import BacklogMetrics, backlog_metrics
 from herald.core.settings import Settings
@@ -52,31 +52,33 @@ class Leadership:
     """
 
     def __init__(self, settings: Settings) -> None:
-        self._conninfo = watched_conninfo(settings, settings.leader_timeout)
+        # The lock lasts as long as its session: a connection of its own, never a pooler's.
+        self._conninfo = watched_conninfo(session_settings(settings), settings.leader_timeout)
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._leading = False
 
     def held(self) -> bool:
         """Whether this process leads now (trying to become leader if it does not)."""
         try:
             if self._conn is None:
-                conn = psycopg.connect(self._conninfo, autocommit=True)
-                won = conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
-                if not (won and won[0]):
-                    conn.close()
-                    return False
-                self._conn = conn
-            else:
+                self._conn, self._leading = psycopg.connect(self._conninfo, autocommit=True), False
+            if self._leading:
                 self._conn.execute("SELECT 1")  # the session, and so the lock, is alive
-            return True
+            else:
+                # On the same session every time: a follower costs PostgreSQL one idle
+                # connection, not a new backend four times a second.
+                won = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
+                self._leading = bool(won and won[0])
+            return self._leading
         except psycopg.Error:
             self.release()
             return False
 
     def release(self) -> None:
-        """Give up the lock: its session is closed, and the lock goes with it."""
+        """Give up the lock (if held): its session is closed, and the lock goes with it."""
         if self._conn is not None:
             self._conn.close()
-            self._conn = None
+            self._conn, self._leading = None, False
 
 
 class Sweeper:
@@ -194,8 +196,12 @@ class Cycle:
             return self._lead()
         except (*DatabaseUnavailable, RedisError) as error:
             log.warning("sweeper: %s; trying again", type(error).__name__)
-            backlog.forget(self._metrics)  # figures no longer measured would freeze the HPA
-            return False
+        except Exception:
+            # Dramatiq never notices a fork process that died: a sweeper that stopped here
+            # would leave its pod running without promotion, recovery or backlog figures.
+            log.exception("sweeper: cycle failed; trying again")
+        backlog.forget(self._metrics)  # figures no longer measured would freeze the HPA
+        return False
 
     def _lead(self) -> bool:
         sweeper, s = self._sweeper, self._settings
