@@ -16,7 +16,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from herald.core.db import DirectConnection, MissingSessionDefaults, make_engine
+from herald.core.connections import DirectConnection
+from herald.core.db import MissingSessionDefaults, make_engine
 from herald.core.migrate import upgrade
 from herald.core.settings import Settings
 from herald.sender.sweeper import LOCK_KEY

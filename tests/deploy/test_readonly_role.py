@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import Engine, event, insert, text, update
 from sqlalchemy.exc import ProgrammingError
 
-from herald.core.db import DirectConnection, make_engine
+from herald.core.connections import DirectConnection
+from herald.core.db import make_engine
 from herald.core.ids import new_id
 from herald.core.settings import Settings
 from herald.core.tables import messages

@@ -5,7 +5,8 @@ import threading
 
 from sqlalchemy import Engine, text
 
-from herald.core.db import AsyncDirectConnection, DirectConnection, make_engine
+from herald.core.connections import AsyncDirectConnection, DirectConnection
+from herald.core.db import make_engine
 from herald.core.settings import Settings
 from tests.stack import wait_for
 

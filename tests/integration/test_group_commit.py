@@ -16,7 +16,7 @@ from sqlalchemy import Engine, select
 
 from herald.api.app import create_app
 from herald.core.batching import Batcher, BatchTimeout
-from herald.core.db import DirectConnection
+from herald.core.connections import DirectConnection
 from herald.core.ids import new_id
 from herald.core.settings import Settings
 from herald.core.tables import messages

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine, event, insert, select, text
 
 from herald.core import transitions
-from herald.core.db import AsyncDirectConnection
+from herald.core.connections import AsyncDirectConnection
 from herald.core.ids import new_id
 from herald.core.settings import Settings
 from herald.core.statuses import Status

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-import select
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Generic, LiteralString, TypeVar
+from typing import Any, LiteralString
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -48,7 +46,7 @@ class MissingSessionDefaults(psycopg.OperationalError):
     """Behind a transaction pooler, the role lacks the session defaults Herald relies on."""
 
 
-def _prepares(settings: Settings) -> bool:
+def prepares(settings: Settings) -> bool:
     """Whether connections use named prepared statements: a transaction pooler may not keep
     them, as the next transaction of the same client may run on another server connection."""
     if settings.database_prepared_statements is None:
@@ -96,7 +94,7 @@ def _require_session_defaults(row: tuple[Any, ...] | None) -> None:
         raise MissingSessionDefaults(problem)
 
 
-def _check_session_defaults(conn: psycopg.Connection[Any]) -> None:
+def check_session_defaults(conn: psycopg.Connection[Any]) -> None:
     """Raise MissingSessionDefaults (closing conn) unless its session has Herald's defaults."""
     try:
         row = conn.execute(_SESSION_DEFAULTS, prepare=False).fetchone()
@@ -107,8 +105,8 @@ def _check_session_defaults(conn: psycopg.Connection[Any]) -> None:
         raise
 
 
-async def _check_session_defaults_async(conn: psycopg.AsyncConnection[Any]) -> None:
-    """_check_session_defaults for an async connection (always in autocommit here)."""
+async def check_session_defaults_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    """check_session_defaults for an async connection (always in autocommit here)."""
     try:
         row = await (await conn.execute(_SESSION_DEFAULTS, prepare=False)).fetchone()
         _require_session_defaults(row)
@@ -125,7 +123,7 @@ def make_engine(
 ) -> Engine:
     """A pooled engine that fails fast (seconds, not minutes) when PostgreSQL is down."""
     connect_args = _connect_options(settings, statement_timeout_ms)
-    if not _prepares(settings):
+    if not prepares(settings):
         connect_args["prepare_threshold"] = None  # psycopg would prepare after 5 executions
     engine = create_engine(
         settings.sqlalchemy_url,
@@ -138,7 +136,7 @@ def make_engine(
         connect_args=connect_args,
     )
     if settings.database_transaction_pooling:
-        event.listen(engine, "connect", lambda conn, _record: _check_session_defaults(conn))
+        event.listen(engine, "connect", lambda conn, _record: check_session_defaults(conn))
     return engine
 
 
@@ -170,7 +168,8 @@ def make_session_engine(
     return make_engine(session_settings(settings), pool_size, statement_timeout_ms)
 
 
-def _direct_conninfo(settings: Settings) -> str:
+def direct_conninfo(settings: Settings) -> str:
+    """libpq settings for a connection of Herald's own: fail fast, bound each statement."""
     return make_conninfo(settings.libpq_url, **_connect_options(settings, STATEMENT_TIMEOUT_MS))
 
 
@@ -195,153 +194,6 @@ def watched_conninfo(settings: Settings, silent_after_s: float) -> str:
         "tcp_user_timeout": silent_ms,
     }
     return make_conninfo(settings.libpq_url, **{**options, **client})
-
-
-def _ended_by_server(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
-    """Whether the server has ended an idle connection (it sends FATAL, then closes).
-
-    An idle autocommit connection has nothing to read otherwise. A restarted PostgreSQL ends
-    every session this way, so the next statement is sent on a fresh connection instead of
-    failing on the dead one (a needless 503 per process after every restart).
-    """
-    poller = select.poll()
-    poller.register(conn.fileno(), select.POLLIN)
-    return bool(poller.poll(0))
-
-
-Row = tuple[Any, ...]
-Conn = TypeVar("Conn", psycopg.Connection[Row], psycopg.AsyncConnection[Row])
-T = TypeVar("T")
-
-
-class _Direct(Generic[Conn]):
-    """What both direct connections share: where they connect, and when to connect again.
-
-    Each statement runs in autocommit mode, so it commits in the same round trip. A hot path
-    (the ingest writer, status reads, the sender's claims and outcomes) thus pays neither
-    SQLAlchemy's per-statement work, nor a pool's pre-ping, nor a separate COMMIT. A connection
-    the server ended is replaced before the next statement; one that fails is dropped and the
-    next statement connects afresh, so a restarted PostgreSQL costs at most one failure.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self._conninfo = _direct_conninfo(settings)
-        self._prepare = _prepares(settings)
-        self._pooled = settings.database_transaction_pooling
-        self._conn: Conn | None = None
-
-    def _stale(self) -> bool:
-        """Whether the connection held can serve no statement: closed, or ended by the server."""
-        conn = self._conn
-        return conn is not None and (conn.closed or _ended_by_server(conn))
-
-    def _keep(self, conn: Conn) -> Conn:
-        self._conn = conn
-        return conn
-
-    def _detach(self) -> Conn | None:
-        conn, self._conn = self._conn, None
-        return conn
-
-
-class DirectConnection(_Direct[psycopg.Connection[Row]]):
-    """One psycopg connection for one thread (or greenlet): no pool, no ping before each use."""
-
-    def execute(self, statement: LiteralString, params: Sequence[Any]) -> psycopg.Cursor[Row]:
-        """Run one statement as its own transaction (prepared unless pooled); its cursor."""
-        if self._stale():
-            self.close()
-        conn = self._conn or self._keep(self._connect())
-        try:
-            return conn.execute(statement, params, prepare=self._prepare)
-        except psycopg.OperationalError:
-            self.close()
-            raise
-
-    def read(self, statement: LiteralString, params: Sequence[Any]) -> list[Row]:
-        """A read's rows; run once more on a fresh connection if the one it reused was dead."""
-        reused = self._conn is not None and not self._conn.closed
-        return _again_if_dead(
-            lambda: self.execute(statement, params).fetchall(),
-            lambda error: reused and _lost_connection(error),
-        )
-
-    def close(self) -> None:
-        """Close the connection if one is open; the next statement connects afresh."""
-        conn = self._detach()
-        if conn is not None:
-            conn.close()
-
-    def _connect(self) -> psycopg.Connection[Row]:
-        conn = psycopg.connect(self._conninfo, autocommit=True)
-        if self._pooled:
-            _check_session_defaults(conn)
-        return conn
-
-
-class AsyncDirectConnection(_Direct[psycopg.AsyncConnection[Row]]):
-    """DirectConnection for an event loop: each statement's round trip is awaited on the loop,
-    with no thread hand-off. For one coroutine at a time (e.g. one AsyncBatcher)."""
-
-    async def execute(
-        self, statement: LiteralString, params: Mapping[str, Any]
-    ) -> psycopg.AsyncCursor[Row]:
-        """Run one statement as its own transaction (prepared unless pooled); its cursor."""
-        if self._stale():
-            await self.close()
-        conn = self._conn or self._keep(await self._connect())
-        try:
-            return await conn.execute(statement, params, prepare=self._prepare)
-        except psycopg.OperationalError:
-            await self.close()
-            raise
-
-    async def close(self) -> None:
-        """Close the connection if one is open; the next statement connects afresh."""
-        conn = self._detach()
-        if conn is not None:
-            await conn.close()
-
-    async def _connect(self) -> psycopg.AsyncConnection[Row]:
-        conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-        if self._pooled:
-            await _check_session_defaults_async(conn)
-        return conn
-
-
-def _lost_connection(error: Exception) -> bool:
-    """Whether a statement failed for want of a connection, not for what it asked."""
-    # A statement timeout is an OperationalError too, but the server is alive: repeating it
-    # would only double the wait.
-    return isinstance(error, psycopg.OperationalError) and not isinstance(
-        error, psycopg.errors.QueryCanceled
-    )
-
-
-def _again_if_dead(run: Callable[[], T], dead: Callable[[Exception], bool]) -> T:
-    """run(), and once more if it failed on a connection found dead (reads: safe to repeat).
-
-    Neither kind of read connection is pinged before use (a round trip per read): a restarted
-    PostgreSQL is noticed by the read that meets it, and that read alone runs twice.
-    """
-    try:
-        return run()
-    except Exception as error:
-        if not dead(error):
-            raise
-    return run()
-
-
-def pooled_read(engine: Engine, query: Callable[[Connection], T]) -> T:
-    """Run a read on a pooled connection; once more on a fresh one if that one had died."""
-
-    def run() -> T:
-        with engine.connect() as conn:
-            return query(conn)
-
-    return _again_if_dead(
-        run, lambda error: isinstance(error, DBAPIError) and error.connection_invalidated
-    )
 
 
 def ping_database(engine: Engine) -> None:

@@ -16,7 +16,7 @@ from typing import Any, LiteralString
 
 from sqlalchemy import Connection, func, text, update
 
-from herald.core.db import AsyncDirectConnection
+from herald.core.connections import AsyncDirectConnection
 from herald.core.statuses import (
     CANCELABLE,
     CLAIMABLE,

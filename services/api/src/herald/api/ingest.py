@@ -20,7 +20,8 @@ from sqlalchemy import Connection, Engine, select
 from herald.core import idempotency, transitions
 from herald.core.batching import Batcher
 from herald.core.broker import enqueue_sends
-from herald.core.db import BATCH_WAIT_SECONDS, DirectConnection
+from herald.core.connections import DirectConnection
+from herald.core.db import BATCH_WAIT_SECONDS
 from herald.core.ids import drawn_at, new_id
 from herald.core.schemas import MAX_BATCH_ITEMS, Accepted, NewBatch, NewMessage
 from herald.core.settings import Settings

@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 from herald.core import transitions
 from herald.core.batching import AsyncBatcher
 from herald.core.broker import dead_letter, enqueue_send, enqueue_sends
-from herald.core.db import AsyncDirectConnection
+from herald.core.connections import AsyncDirectConnection
 from herald.core.metrics import SenderMetrics
 from herald.core.settings import Settings
 from herald.core.statuses import Status

@@ -9,7 +9,7 @@ from typing import ClassVar
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from herald.core.broker import make_redis
-from herald.core.db import DirectConnection
+from herald.core.connections import DirectConnection
 from herald.core.health import ALIVE, HEALTH_PATH, READY_PATH, Check, readiness
 from herald.core.logs import configure_logging
 from herald.core.metrics import exposition

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from sqlalchemy import Engine, select
 
-from herald.core.db import pooled_read
+from herald.core.connections import pooled_read
 from herald.core.ids import ID_PATTERN, first_id_at
 from herald.core.schemas import MessageRecord, Rfc3339Time
 from herald.core.statuses import Status

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any, LiteralString
 
 from herald.core.batching import Batcher
-from herald.core.db import BATCH_WAIT_SECONDS, DirectConnection
+from herald.core.connections import DirectConnection
+from herald.core.db import BATCH_WAIT_SECONDS
 from herald.core.schemas import MessageRecord
 from herald.core.settings import Settings
 from herald.core.statuses import Status
