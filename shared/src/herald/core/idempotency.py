@@ -53,7 +53,7 @@ def remember(conn: Connection, key: str, digest: str, message_id: str) -> Earlie
     values = insert(idempotency_keys).values(key=key, message_id=message_id, fingerprint=digest)
     # An expired binding is taken over, as if the key were new.
     statement: ReturningInsert[tuple[int]] = values.on_conflict_do_update(
-        index_elements=[_k.key],
+        index_elements=[_k.tenant, _k.key],
         set_={"message_id": message_id, "fingerprint": digest, "created_at": func.now()},
         where=expired,
     ).returning(literal_column("1"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from herald.core.db import make_session_engine
 from herald.core.settings import Settings
@@ -16,14 +16,27 @@ from herald.core.settings import Settings
 _LOCK_KEY = 0x6865_7261_6C64  # "herald"
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the database to `revision`, holding an advisory lock so concurrent runs queue."""
+def alembic_config(conn: Connection) -> Config:
+    """Alembic's configuration for Herald's migrations, run on conn (outside a transaction)."""
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    with engine.begin() as conn:
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-        config.attributes["connection"] = conn
-        command.upgrade(config, revision)
+    config.attributes["connection"] = conn
+    return config
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the database to `revision`, holding an advisory lock so concurrent runs queue."""
+    # A session lock, not a transaction's: each revision commits on its own, and one that
+    # builds indexes CONCURRENTLY commits within itself (env.py). It ends with the session.
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _LOCK_KEY})
+        conn.commit()
+        try:
+            command.upgrade(alembic_config(conn), revision)
+        finally:
+            conn.rollback()  # whatever a failed revision left open
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY})
+            conn.commit()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,7 +8,9 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -19,6 +21,12 @@ from sqlalchemy import (
 from herald.core.ids import ID_LENGTH
 from herald.core.statuses import DUE, PENDING, Status, sql_list
 
+# Rows from before tenants belong to this tenant (migration 0005), as does every request when
+# HERALD_AUTH=none. Every write names its tenant; the server default only serves old writers
+# during a rolling upgrade.
+DEFAULT_TENANT = "default"
+_DEFAULT_TENANT_SQL = text(f"'{DEFAULT_TENANT}'")
+
 metadata = MetaData()
 
 
@@ -27,6 +35,8 @@ messages = Table(
     metadata,
     # COLLATE "C": ids sort by byte, which is creation order (see ids.py).
     Column("id", String(ID_LENGTH, collation="C"), primary_key=True),
+    # The tenant of the key that created it: every client-facing read and change names it.
+    Column("tenant", Text(collation="C"), nullable=False, server_default=_DEFAULT_TENANT_SQL),
     Column("destination", Text, nullable=False),
     Column("body", Text, nullable=False),
     Column("status", Text, nullable=False),
@@ -52,20 +62,53 @@ messages = Table(
         "send_at",
         postgresql_where=text(f"status IN ({sql_list(DUE)})"),
     ),
-    # Operators list messages by status over time (dead letters first of all); ids are
-    # time-ordered, so a time window is an id range.
-    Index("messages_by_status_id", "status", "id"),
+    # A tenant lists its messages newest first, by status or not (dead letters first of all);
+    # ids are time-ordered, so a time window is an id range of either index.
+    Index("messages_by_tenant_id", "tenant", "id"),
+    Index("messages_by_tenant_status_id", "tenant", "status", "id"),
 )
 
 
 # A client's Idempotency-Key names the message it first created, for idempotency.WINDOW_HOURS.
 # No foreign key: the key row is written first, in the same transaction as the message.
+# Keys are scoped to their tenant: two tenants may use the same key independently.
 idempotency_keys = Table(
     "idempotency_keys",
     metadata,
-    Column("key", Text(collation="C"), primary_key=True),
+    Column("tenant", Text(collation="C"), nullable=False, server_default=_DEFAULT_TENANT_SQL),
+    Column("key", Text(collation="C"), nullable=False),
     Column("message_id", String(ID_LENGTH, collation="C"), nullable=False),
     Column("fingerprint", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("tenant", "key", name="idempotency_keys_pkey"),
     Index("idempotency_keys_by_created", "created_at"),
+)
+
+
+# API keys (herald.core.keys): only a hash of each key is stored. The status service's
+# read-only role may read this table; last_used_at is written by the api alone.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Text(collation="C"), primary_key=True),
+    Column("tenant", Text(collation="C"), nullable=False),
+    Column("label", Text),
+    # Accepted messages per second; NULL: HERALD_TENANT_RATE.
+    Column("rate", Integer, CheckConstraint("rate > 0", name="api_keys_rate_positive")),
+    Column("secret_hash", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_used_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+)
+
+
+# A tenant's own settings: its callback signing secret (herald.core.tenants). Kept in clear,
+# as an HMAC needs it: the status service's read-only role is refused this table.
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("name", Text(collation="C"), primary_key=True),
+    Column("signing_secret", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("secret_created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
