@@ -19,6 +19,7 @@ import httpx
 from sqlalchemy import text
 
 from dev.embedded import free_port
+from herald.core import keys
 from herald.core.db import make_engine
 from herald.core.settings import Settings
 
@@ -27,6 +28,8 @@ BIN = Path(sys.executable).parent
 HTTP = httpx.Client(timeout=10)
 T = TypeVar("T")
 _SENDS = re.compile(r'^herald_sends_total\{outcome="(\w+)"\} (\S+)$', re.MULTILINE)
+# The tenant whose key a stack's client sends (HERALD_AUTH=keys).
+STACK_TENANT = "e2e"
 
 
 def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.02) -> T:
@@ -121,6 +124,10 @@ class Stack:
     settings: Settings
     log_dir: Path
     processes: dict[str, Process] = field(default_factory=dict)
+    # `Authorization: Bearer <a key of STACK_TENANT>`; none with HERALD_AUTH=none.
+    headers: dict[str, str] = field(default_factory=dict)
+    # A client that sends them: for the api and status services (HTTP for anything else).
+    http: httpx.Client = HTTP
 
     @property
     def api(self) -> str:
@@ -147,7 +154,7 @@ class Stack:
         return sender
 
     def status_of(self, message_id: str) -> str:
-        answer = HTTP.get(f"{self.status}/message/{message_id}/status")
+        answer = self.http.get(f"{self.status}/message/{message_id}/status")
         status: str = answer.json()["status"]
         return status
 
@@ -187,17 +194,25 @@ def _http(stack: Stack, name: str, script: str, port: int) -> Process:
     return process
 
 
+def _fresh_key(settings: Settings) -> dict[str, str]:
+    """Empty the database (an earlier test's rows would otherwise be found by this stack's
+    sweeper and delivered to its provider) and, with HERALD_AUTH=keys, make a key for
+    STACK_TENANT: the headers that send it."""
+    engine = make_engine(settings, pool_size=1)
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE messages, idempotency_keys, api_keys, tenants"))
+        key = None if settings.auth == "none" else keys.create(conn, STACK_TENANT, "tests", None)
+    engine.dispose()
+    return {} if key is None else {"Authorization": f"Bearer {key[1]}"}
+
+
 @contextmanager
 def running_stack(settings: Settings, sender: bool = True, threads: int = 4) -> Iterator[Stack]:
     """Start every deployable against settings' database and Redis; stop them all afterwards.
 
-    The database starts empty: an earlier test's rows would otherwise be found by this
-    stack's sweeper and delivered to this test's provider.
+    The database starts empty, then holds a key of STACK_TENANT that stack.http sends.
     """
-    engine = make_engine(settings, pool_size=1)
-    with engine.begin() as conn:
-        conn.execute(text("TRUNCATE messages, idempotency_keys"))
-    engine.dispose()
+    headers = _fresh_key(settings)
     provider_port = free_port()
     settings = settings.model_copy(
         update={
@@ -207,7 +222,8 @@ def running_stack(settings: Settings, sender: bool = True, threads: int = 4) -> 
     )
     with ExitStack() as cleanup:
         log_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="herald-e2e-")))
-        stack = Stack(settings, log_dir)
+        http = cleanup.enter_context(httpx.Client(timeout=10, headers=headers))
+        stack = Stack(settings, log_dir, headers=headers, http=http)
         cleanup.callback(stack.stop_all)
         # Start all at once, then wait for each: boots overlap.
         started = [

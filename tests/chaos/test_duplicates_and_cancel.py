@@ -15,7 +15,7 @@ from tests.chaos.outcomes import (
     statuses,
 )
 from tests.chaos.traffic import DESTINATION
-from tests.stack import HTTP, Stack, sender_outcomes, wait_for
+from tests.stack import Stack, sender_outcomes, wait_for
 
 DUPLICATES = 10  # extra queue messages for one id, raced by 16 threads while it is in flight
 
@@ -27,7 +27,9 @@ def chaos_settings(chaos_settings: Settings) -> Settings:
 
 
 def _post(stack: Stack, body: str) -> str:
-    answer = HTTP.post(f"{stack.api}/messages", json={"destination": DESTINATION, "body": body})
+    answer = stack.http.post(
+        f"{stack.api}/messages", json={"destination": DESTINATION, "body": body}
+    )
     assert answer.status_code == 202, answer.text
     message_id: str = answer.json()["id"]
     return message_id
@@ -48,7 +50,7 @@ def test_duplicate_queue_messages_and_a_message_canceled_while_queued_do_not_sen
     broker = make_broker(stack.settings)
     for _ in range(DUPLICATES):
         enqueue_send(broker, once)
-    answer = HTTP.post(f"{stack.api}/messages/{canceled}/cancel")
+    answer = stack.http.post(f"{stack.api}/messages/{canceled}/cancel")
     assert answer.json() == {"id": canceled, "status": "canceled"}
     # Both posts' queue messages and the duplicates wait in Redis: the canceled one's too.
     key = f"{stack.settings.redis_namespace}:{SEND_QUEUE}"
@@ -78,5 +80,5 @@ def test_duplicate_queue_messages_and_a_message_canceled_while_queued_do_not_sen
     assert stats == {"received": 1, "unique": 1, "duplicates": 0}
     assert delivered_ids(stack.provider) == [once]
     assert recorded == {once: "sent", canceled: "canceled"}
-    full = HTTP.get(f"{stack.status}/message/{once}").json()
+    full = stack.http.get(f"{stack.status}/message/{once}").json()
     assert full["attempts"] == 1

@@ -24,7 +24,7 @@ def test_postgres_fast_restart_mid_stream_answers_503_quickly_and_loses_nothing(
     stack, database = idle_stack, str(chaos_settings.database_url)
     stack.start_sender(processes=1, threads=8)
     pids = {name: process.popen.pid for name, process in stack.processes.items()}
-    with Stream(stack.api, threads=8) as stream:
+    with Stream(stack.api, stack.headers, threads=8) as stream:
         stream.wait_for(lambda a: a.code == 202, 30, "a first accepted post")
         time.sleep(1)
         down = time.monotonic()

@@ -22,7 +22,7 @@ def test_redis_killed_mid_stream_every_accepted_message_is_still_sent(
     stack, database = idle_stack, str(chaos_settings.database_url)
     stack.start_sender(processes=1, threads=8)
     pids = {name: process.popen.pid for name, process in stack.processes.items()}
-    with Stream(stack.api, threads=4) as stream:
+    with Stream(stack.api, stack.headers, threads=4) as stream:
         stream.wait_for(lambda a: a.code == 202, 30, "a first accepted post")
         time.sleep(1)
         down = time.monotonic()

@@ -33,7 +33,7 @@ def test_kill_9_of_the_sender_group_mid_burst_loses_nothing_and_repeats_no_effec
     stack, database = idle_stack, str(chaos_settings.database_url)
     configure_provider(stack.provider, latency_ms=20)
     stack.start_sender(processes=PROCESSES, threads=THREADS)
-    with client() as http, ThreadPoolExecutor(32) as pool:
+    with client(stack.headers) as http, ThreadPoolExecutor(32) as pool:
         burst = [pool.submit(post, http, stack.api, f"burst {n}") for n in range(MESSAGES)]
         # Mid-burst, with sends in flight: those are what a crash could lose or repeat.
         wait_for(lambda: _in_full_flow(stack, database), 60, "deliveries in full flow")

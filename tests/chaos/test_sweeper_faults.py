@@ -34,7 +34,9 @@ def stack_with(settings: Settings) -> Iterator[Stack]:
 
 
 def post(stack: Stack, **fields: object) -> str:
-    answer = HTTP.post(f"{stack.api}/messages", json={"destination": "d", "body": "b", **fields})
+    answer = stack.http.post(
+        f"{stack.api}/messages", json={"destination": "d", "body": "b", **fields}
+    )
     assert answer.status_code == 202, answer.text
     message_id: str = answer.json()["id"]
     return message_id
@@ -131,7 +133,7 @@ def test_batches_retried_while_postgres_is_down_keep_their_count_and_are_sent_on
     # the backlog (the HPA, the sweeper's arithmetic) must still count each of its ids.
     with stack_with(chaos_settings) as stack:
         items = [{"destination": "d", "body": f"b{i}"} for i in range(640)]
-        answer = HTTP.post(f"{stack.api}/messages/batch", json={"messages": items})
+        answer = stack.http.post(f"{stack.api}/messages/batch", json={"messages": items})
         assert answer.status_code == 202, answer.text
         ids = [message["id"] for message in answer.json()["messages"]]
         postgres.stop()

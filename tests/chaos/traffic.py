@@ -47,9 +47,10 @@ def accepted_ids(answers: list[Answer]) -> list[str]:
     return [a.message_id for a in answers if a.code == 202 and a.message_id is not None]
 
 
-def client() -> httpx.Client:
-    """A client for one test's traffic: generous timeouts, so a slow answer is measured."""
-    return httpx.Client(timeout=30, limits=httpx.Limits(max_connections=64))
+def client(headers: dict[str, str]) -> httpx.Client:
+    """A client for one test's traffic, sending headers (the stack's key): generous timeouts,
+    so a slow answer is measured."""
+    return httpx.Client(timeout=30, limits=httpx.Limits(max_connections=64), headers=headers)
 
 
 class Stream:
@@ -58,13 +59,15 @@ class Stream:
     The pause keeps the rate (and the number of messages to check) moderate on a small machine.
     """
 
-    def __init__(self, api: str, threads: int = 4, pause: float = 0.02) -> None:
+    def __init__(
+        self, api: str, headers: dict[str, str], threads: int = 4, pause: float = 0.02
+    ) -> None:
         self._api = api
         self._pause = pause
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._answers: list[Answer] = []
-        self._client = client()
+        self._client = client(headers)
         self._threads = [
             threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)
         ]

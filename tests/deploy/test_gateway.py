@@ -23,7 +23,8 @@ def test_the_gateway_routes_by_prefix_to_ingest_and_status(settings: Settings) -
         running_stack(settings) as stack,
         gateway(_hostport(stack.api), _hostport(stack.status)) as url,
     ):
-        answer = HTTP.post(
+        http = stack.http  # sends the stack's key: the gateway passes Authorization on
+        answer = http.post(
             f"{url}/messages",
             json={"destination": "+15550100", "body": "via the gateway"},
             headers={"X-Request-ID": "gateway-test-1"},
@@ -35,24 +36,32 @@ def test_the_gateway_routes_by_prefix_to_ingest_and_status(settings: Settings) -
         assert location == f"/message/{message_id}/status"
 
         def sent() -> bool:
-            return bool(HTTP.get(f"{url}{location}").json() == {"status": "sent"})
+            return bool(http.get(f"{url}{location}").json() == {"status": "sent"})
 
         wait_for(sent, 20, f"{message_id} sent, read through the gateway")
-        record = HTTP.get(f"{url}/message/{message_id}")
+        record = http.get(f"{url}/message/{message_id}")
         assert record.status_code == 200
         assert record.json()["body"] == "via the gateway"
 
         # /messages/... goes to the api: the batch is accepted, a sent message cannot be canceled.
-        batch = HTTP.post(
+        batch = http.post(
             f"{url}/messages/batch", json={"messages": [{"destination": "d", "body": "b"}]}
         )
         assert batch.status_code == 202, batch.text
-        assert HTTP.post(f"{url}/messages/{message_id}/cancel").status_code == 409
+        assert http.post(f"{url}/messages/{message_id}/cancel").status_code == 409
 
         # The status service's own JSON 404 for an id that cannot exist...
-        missing = HTTP.get(f"{url}/message/nope/status")
+        missing = http.get(f"{url}/message/nope/status")
         assert missing.status_code == 404
         _assert_json_error(missing.json())
+        # Without a key, each service's own 401 comes back through the gateway as it is.
+        for refused in (
+            HTTP.post(f"{url}/messages", json={"destination": "d", "body": "b"}),
+            HTTP.get(f"{url}/message/{message_id}/status"),
+        ):
+            assert refused.status_code == 401
+            assert refused.headers["WWW-Authenticate"] == "Bearer"
+            _assert_json_error(refused.json())
         # ...and the gateway's own for paths outside both prefixes (metrics stay internal).
         for path in ("/", "/messagesx", "/healthz/x", "/metrics", "/readyz"):
             answer = HTTP.get(f"{url}{path}")

@@ -23,7 +23,7 @@ from herald.core.settings import Settings
 from herald.sender.sweeper import LOCK_KEY
 from tests.deploy.servers import pgbouncer
 from tests.servers import POSTGRES_URL, REDIS_URL
-from tests.stack import BIN, HTTP, running_stack, wait_for
+from tests.stack import BIN, running_stack, wait_for
 
 # PgBouncer checks it (SCRAM, as shipped) and logs in to the server with it: the server's own
 # password if the test server has one, else any (the server trusts the local user).
@@ -85,7 +85,7 @@ def test_herald_sends_and_reads_through_pgbouncer_in_transaction_mode(
             # each more often than psycopg's prepare threshold: no prepared statement is left
             # behind on a server connection the next transaction may not get.
             answers = [
-                HTTP.post(
+                stack.http.post(
                     f"{stack.api}/messages",
                     json={"destination": "+15550100", "body": f"pooled {n}"},
                     headers={"Idempotency-Key": f"pgb-{n}"} if n % 2 else {},
@@ -96,10 +96,12 @@ def test_herald_sends_and_reads_through_pgbouncer_in_transaction_mode(
             ids = [answer.json()["id"] for answer in answers]
             for message_id in ids:
                 stack.wait_status(message_id, "sent")
-            record = HTTP.get(f"{stack.status}/message/{ids[0]}").json()
+            record = stack.http.get(f"{stack.status}/message/{ids[0]}").json()
             for field in ("created_at", "updated_at", "sent_at"):
                 assert record[field].endswith(("Z", "+00:00")), record
-            listed = HTTP.get(f"{stack.status}/message/list", params={"status": "sent"}).json()
+            listed = stack.http.get(
+                f"{stack.status}/message/list", params={"status": "sent"}
+            ).json()
             assert len(listed["messages"]) == len(ids)
 
             # Each kind of pooled connection gets the role's session defaults.

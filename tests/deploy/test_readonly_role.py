@@ -1,4 +1,5 @@
-"""The status service's database role (migration 0003): it reads every table and writes none."""
+"""The status service's database role (migration 0003): it reads messages and keys, writes none,
+and never reads a tenant's signing secret (migration 0005)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import pytest
 from sqlalchemy import Engine, event, insert, text, update
 from sqlalchemy.exc import ProgrammingError
 
+from herald.core import keys
 from herald.core.connections import DirectConnection
 from herald.core.db import make_engine
 from herald.core.ids import new_id
 from herald.core.settings import Settings
 from herald.core.tables import messages
+from herald.core.tenants import DEFAULT_TENANT
 from herald.status.app import create_app
 from herald.status.queries import Reader
 
@@ -47,6 +50,8 @@ def test_the_status_service_answers_on_the_read_only_role(
         conn.execute(
             insert(messages).values(id=message_id, destination="d", body="b", status="queued")
         )
+        # The role reads the keys table to authenticate (migration 0005 grants it).
+        _, key = keys.create(conn, DEFAULT_TENANT, None, None)
     with reader.connect() as conn:
         assert conn.execute(text("SELECT current_user")).scalar_one() == READER
     # The reads by id connect on their own: the same role, set by the URL's options.
@@ -61,7 +66,8 @@ def test_the_status_service_answers_on_the_read_only_role(
         assert tuple(who.one()) == (READER, "4s")
     pooled.dispose()
     by_id = Reader(Settings(database_url=as_reader))
-    client = falcon.testing.TestClient(create_app(reader, by_id))
+    app = create_app(Settings(database_url=as_reader), reader, by_id)
+    client = falcon.testing.TestClient(app, headers={"Authorization": f"Bearer {key}"})
     assert client.get("/readyz").status_code == 200
     assert client.get(f"/message/{message_id}/status").json == {"status": "queued"}
     assert client.get(f"/message/{message_id}").status_code == 200
@@ -74,6 +80,8 @@ def test_the_status_service_answers_on_the_read_only_role(
         insert(messages).values(id=new_id(), destination="d", body="b", status="queued"),
         update(messages).values(status="sent"),
         text("DELETE FROM idempotency_keys"),
+        text("UPDATE api_keys SET last_used_at = now()"),
+        text("SELECT signing_secret FROM tenants"),
         text("CREATE TABLE intruder (id int)"),
     ],
 )

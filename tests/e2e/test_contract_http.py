@@ -38,7 +38,7 @@ def _check(answer: httpx.Response, code: int) -> None:
 def test_bad_input_gets_its_4xx_with_a_json_error(
     stack: Stack, raw: bytes, headers: dict[str, str], code: int
 ) -> None:
-    _check(HTTP.post(f"{stack.api}/messages", content=raw, headers=headers), code)
+    _check(stack.http.post(f"{stack.api}/messages", content=raw, headers=headers), code)
 
 
 def test_a_chunked_body_over_the_limit_is_413(stack: Stack) -> None:
@@ -48,7 +48,7 @@ def test_a_chunked_body_over_the_limit_is_413(stack: Stack) -> None:
             yield b"x" * 1024
         yield b'"}'
 
-    _check(HTTP.post(f"{stack.api}/messages", content=chunks(), headers=JSON), 413)
+    _check(stack.http.post(f"{stack.api}/messages", content=chunks(), headers=JSON), 413)
 
 
 def test_a_chunked_body_within_the_limit_is_accepted(stack: Stack) -> None:
@@ -56,17 +56,17 @@ def test_a_chunked_body_within_the_limit_is_accepted(stack: Stack) -> None:
         yield b'{"destination": "d",'
         yield b' "body": "chunked"}'
 
-    answer = HTTP.post(f"{stack.api}/messages", content=chunks(), headers=JSON)
+    answer = stack.http.post(f"{stack.api}/messages", content=chunks(), headers=JSON)
     assert answer.status_code == 202
 
 
 def test_accepted_answer_has_id_status_and_relative_location(stack: Stack) -> None:
-    answer = HTTP.post(f"{stack.api}/messages", json={"destination": "d", "body": "b"})
+    answer = stack.http.post(f"{stack.api}/messages", json={"destination": "d", "body": "b"})
     assert answer.status_code == 202
     message_id = answer.json()["id"]
     assert answer.json() == {"id": message_id, "status": "queued"}
     assert answer.headers["location"] == f"/message/{message_id}/status"
-    status = HTTP.get(f"{stack.status}{answer.headers['location']}")
+    status = stack.http.get(f"{stack.status}{answer.headers['location']}")
     assert status.json() == {"status": "queued"}
 
 
@@ -74,7 +74,7 @@ def test_accepted_answer_has_id_status_and_relative_location(stack: Stack) -> No
     "path", ["/message/-P77H0heo8YbSL83y6dCQL/status", "/message/nope/status", "/message/%00"]
 )
 def test_unknown_or_impossible_ids_are_404(stack: Stack, path: str) -> None:
-    _check(HTTP.get(f"{stack.status}{path}"), 404)
+    _check(stack.http.get(f"{stack.status}{path}"), 404)
 
 
 @pytest.mark.parametrize("service", ["api", "status"])
@@ -85,9 +85,9 @@ def test_framework_404_and_405_are_json(stack: Stack, service: str) -> None:
 
 
 def test_head_answers_like_get_without_a_body(stack: Stack) -> None:
-    message_id = HTTP.post(f"{stack.api}/messages", json={"destination": "d", "body": "b"}).json()[
-        "id"
-    ]
+    message_id = stack.http.post(
+        f"{stack.api}/messages", json={"destination": "d", "body": "b"}
+    ).json()["id"]
     for url in [
         f"{stack.status}/message/{message_id}/status",
         f"{stack.status}/message/{message_id}",
@@ -96,15 +96,15 @@ def test_head_answers_like_get_without_a_body(stack: Stack) -> None:
         f"{stack.api}/readyz",
         f"{stack.api}/metrics",
     ]:
-        head, get = HTTP.head(url), HTTP.get(url)
+        head, get = stack.http.head(url), stack.http.get(url)
         assert (head.status_code, head.content) == (get.status_code, b""), url
         assert head.headers["content-type"] == get.headers["content-type"]
-    missing = HTTP.head(f"{stack.status}/message/-P77H0heo8YbSL83y6dCQL/status")
+    missing = stack.http.head(f"{stack.status}/message/-P77H0heo8YbSL83y6dCQL/status")
     assert (missing.status_code, missing.headers["content-type"]) == (404, "application/json")
 
 
 def test_status_service_has_no_write_routes(stack: Stack) -> None:
-    _check(HTTP.post(f"{stack.status}/message/-P77H0heo8YbSL83y6dCQL/status"), 405)
+    _check(stack.http.post(f"{stack.status}/message/-P77H0heo8YbSL83y6dCQL/status"), 405)
 
 
 @pytest.mark.parametrize("service", ["api", "status"])
@@ -120,11 +120,14 @@ def test_health_readiness_and_metrics(stack: Stack, service: str) -> None:
     )
 
 
-def _raw(base: str, request: bytes) -> tuple[int, dict[str, str], object]:
-    """Send bytes no HTTP client would; the answer's code, headers and JSON body."""
+def _raw(stack: Stack, base: str, request: bytes) -> tuple[int, dict[str, str], object]:
+    """Send bytes no HTTP client would (with the stack's key); the answer's code, headers and
+    JSON body."""
     where = urlsplit(base)
+    line, _, rest = request.partition(b"\r\n")
+    auth = b"".join(f"{k}: {v}\r\n".encode() for k, v in stack.headers.items())
     with socket.create_connection((where.hostname, where.port), timeout=10) as sock:
-        sock.sendall(request)
+        sock.sendall(line + b"\r\n" + auth + rest if rest else request)
         sock.shutdown(socket.SHUT_WR)
         answer = b""
         while chunk := sock.recv(65536):
@@ -151,7 +154,8 @@ _POST_HEAD = b"POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/j
 def test_requests_the_server_refuses_get_json_errors_too(
     stack: Stack, service: str, request_bytes: bytes, code: int
 ) -> None:
-    status, headers, body = _raw(stack.api if service == "api" else stack.status, request_bytes)
+    base = stack.api if service == "api" else stack.status
+    status, headers, body = _raw(stack, base, request_bytes)
     check_error(status, headers, body, code)
 
 
@@ -167,11 +171,11 @@ def test_requests_the_server_refuses_get_json_errors_too(
 def test_broken_bodies_and_keys_get_their_json_errors(
     stack: Stack, request_bytes: bytes, code: int
 ) -> None:
-    check_error(*_raw(stack.api, request_bytes), code)
+    check_error(*_raw(stack, stack.api, request_bytes), code)
 
 
 def test_an_error_answer_leaves_the_connection_usable(stack: Stack) -> None:
-    with httpx.Client(timeout=10) as client:
+    with httpx.Client(timeout=10, headers=stack.headers) as client:
         big = b'{"destination": "d", "body": "' + b"x" * 70_000 + b'"}'
         refused = client.post(
             f"{stack.api}/messages", content=big, headers={"Content-Type": "text/plain"}

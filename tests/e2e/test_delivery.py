@@ -33,7 +33,9 @@ def idle_stack(settings: Settings) -> Iterator[Stack]:
 
 
 def post(stack: Stack, body: str = "hello", destination: str = "+15550100") -> str:
-    answer = HTTP.post(f"{stack.api}/messages", json={"destination": destination, "body": body})
+    answer = stack.http.post(
+        f"{stack.api}/messages", json={"destination": destination, "body": body}
+    )
     assert answer.status_code == 202, answer.text
     message_id: str = answer.json()["id"]
     return message_id
@@ -41,7 +43,7 @@ def post(stack: Stack, body: str = "hello", destination: str = "+15550100") -> s
 
 def post_batch(stack: Stack, count: int, prefix: str = "b") -> list[str]:
     items = [{"destination": "+15550100", "body": f"{prefix}{i}"} for i in range(count)]
-    answer = HTTP.post(f"{stack.api}/messages/batch", json={"messages": items})
+    answer = stack.http.post(f"{stack.api}/messages/batch", json={"messages": items})
     assert answer.status_code == 202, answer.text
     return [item["id"] for item in answer.json()["messages"]]
 
@@ -51,7 +53,7 @@ def post_singly(stack: Stack, count: int, prefix: str = "s") -> list[str]:
 
 
 def record(stack: Stack, message_id: str) -> dict[str, Any]:
-    answer = HTTP.get(f"{stack.status}/message/{message_id}")
+    answer = stack.http.get(f"{stack.status}/message/{message_id}")
     assert answer.status_code == 200
     result: dict[str, Any] = answer.json()
     return result
@@ -79,7 +81,9 @@ def test_posted_message_is_sent_once_and_its_status_is_true(stack: Stack) -> Non
     assert full["attempts"] == 1
     assert full["sent_at"] is not None
     assert full["last_error"] is None
-    assert HTTP.get(f"{stack.status}/message/{message_id}/status").json() == {"status": "sent"}
+    assert stack.http.get(f"{stack.status}/message/{message_id}/status").json() == {
+        "status": "sent"
+    }
     assert delivered(stack) == [{"id": message_id, "destination": "+15550100", "body": "first"}]
 
 
@@ -211,7 +215,7 @@ def test_a_duplicate_queue_message_does_not_send_again(stack: Stack) -> None:
 
 def test_a_message_canceled_while_queued_is_never_sent(idle_stack: Stack) -> None:
     canceled = post(idle_stack, body="never")
-    answer = HTTP.post(f"{idle_stack.api}/messages/{canceled}/cancel")
+    answer = idle_stack.http.post(f"{idle_stack.api}/messages/{canceled}/cancel")
     assert answer.json() == {"id": canceled, "status": "canceled"}
     idle_stack.start_sender()
     kept = post(idle_stack, body="kept")
@@ -224,7 +228,7 @@ def test_manual_retry_sends_a_failed_message(stack: Stack) -> None:
     configure_provider(stack, fail_next=1, fail_status=400)
     message_id = post(stack)
     stack.wait_status(message_id, "failed")
-    answer = HTTP.post(f"{stack.api}/messages/{message_id}/retry")
+    answer = stack.http.post(f"{stack.api}/messages/{message_id}/retry")
     assert (answer.status_code, answer.json()) == (202, {"id": message_id, "status": "queued"})
     stack.wait_status(message_id, "sent")
     assert record(stack, message_id)["attempts"] == 2
@@ -305,7 +309,7 @@ def test_sender_metrics_count_outcomes_and_show_the_backlog(stack: Stack) -> Non
 
 def test_a_scheduled_message_goes_out_after_its_time_and_within_2_s(stack: Stack) -> None:
     send_at = datetime.now(UTC) + timedelta(seconds=3)
-    answer = HTTP.post(
+    answer = stack.http.post(
         f"{stack.api}/messages",
         json={"destination": "d", "body": "later", "send_at": send_at.isoformat()},
     )
@@ -318,7 +322,7 @@ def test_a_scheduled_message_goes_out_after_its_time_and_within_2_s(stack: Stack
 
 def post_at(stack: Stack, body: str, send_at: datetime) -> str:
     fields = {"destination": "d", "body": body, "send_at": send_at.isoformat()}
-    answer = HTTP.post(f"{stack.api}/messages", json=fields)
+    answer = stack.http.post(f"{stack.api}/messages", json=fields)
     assert answer.json()["status"] == "scheduled", answer.text
     message_id: str = answer.json()["id"]
     return message_id
@@ -327,7 +331,7 @@ def post_at(stack: Stack, body: str, send_at: datetime) -> str:
 def test_a_canceled_scheduled_message_is_never_sent(stack: Stack) -> None:
     send_at = datetime.now(UTC) + timedelta(seconds=1)
     message_id = post_at(stack, "never", send_at)
-    assert HTTP.post(f"{stack.api}/messages/{message_id}/cancel").status_code == 200
+    assert stack.http.post(f"{stack.api}/messages/{message_id}/cancel").status_code == 200
     # Due after the canceled one: once it is sent, the promoter has passed the canceled
     # one's send_at (it promotes in send_at order) and had its chance to send it.
     kept = post_at(stack, "kept", send_at + timedelta(seconds=0.5))

@@ -32,6 +32,12 @@ _CLAIM_ID = "INSERT INTO messages (id, destination, body, status) VALUES (%s, 'd
 
 
 @pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Not about keys (test_auth is): every request is tenant `default` (HERALD_AUTH=none)."""
+    return settings.model_copy(update={"auth": "none"})
+
+
+@pytest.fixture
 def inserter(settings: Settings, engine: Engine) -> Iterator[Batcher[str, str]]:
     """A Batcher inserting message rows by id on its own connection, waiting 0.2 s to be taken."""
     conn = DirectConnection(settings)

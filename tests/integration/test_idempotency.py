@@ -16,6 +16,12 @@ PAYLOAD = {"destination": "+15550002", "body": "once"}
 
 
 @pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Not about keys (test_auth is): every request is tenant `default` (HERALD_AUTH=none)."""
+    return settings.model_copy(update={"auth": "none"})
+
+
+@pytest.fixture
 def client(settings: Settings, engine: Engine, broker: RedisBroker) -> falcon.testing.TestClient:
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE idempotency_keys"))

@@ -25,6 +25,12 @@ from tests.stack import wait_for
 
 
 @pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Not about keys (test_auth is): every request is tenant `default` (HERALD_AUTH=none)."""
+    return settings.model_copy(update={"auth": "none"})
+
+
+@pytest.fixture
 def client(settings: Settings, engine: Engine, broker: RedisBroker) -> falcon.testing.TestClient:
     return falcon.testing.TestClient(create_app(settings, engine, broker))
 
@@ -306,7 +312,7 @@ def test_readyz_checks_postgresql_and_redis(client: falcon.testing.TestClient) -
 
 
 def test_readyz_is_503_when_redis_is_unreachable(engine: Engine, database_url: str) -> None:
-    dead = Settings(database_url=database_url, redis_url="redis://127.0.0.1:1/0")
+    dead = Settings(database_url=database_url, redis_url="redis://127.0.0.1:1/0", auth="none")
     app = create_app(dead, engine, make_broker(dead))
     result = falcon.testing.TestClient(app).simulate_get("/readyz")
     _assert_error(result, 503)
@@ -314,7 +320,7 @@ def test_readyz_is_503_when_redis_is_unreachable(engine: Engine, database_url: s
 
 
 def test_redis_down_still_accepts_durably(engine: Engine, database_url: str) -> None:
-    dead = Settings(database_url=database_url, redis_url="redis://127.0.0.1:1/0")
+    dead = Settings(database_url=database_url, redis_url="redis://127.0.0.1:1/0", auth="none")
     client = falcon.testing.TestClient(create_app(dead, engine, make_broker(dead)))
     result = _post(client, {"destination": "d", "body": "b"})
     assert result.status_code == 202
@@ -326,7 +332,7 @@ def test_redis_down_still_accepts_durably(engine: Engine, database_url: str) -> 
 def test_postgresql_down_is_503_with_retry_after(broker: RedisBroker) -> None:
     from herald.core.db import make_engine
 
-    dead = Settings(database_url="postgresql://postgres@127.0.0.1:1/none")
+    dead = Settings(database_url="postgresql://postgres@127.0.0.1:1/none", auth="none")
     client = falcon.testing.TestClient(create_app(dead, make_engine(dead), broker))
     result = _post(client, {"destination": "d", "body": "b"})
     _assert_error(result, 503)

@@ -26,6 +26,7 @@ from herald.core.ids import new_id
 from herald.core.settings import Settings
 from herald.core.statuses import Status
 from herald.core.tables import messages
+from herald.core.tenants import DEFAULT_TENANT
 from herald.sender.provider import MAX_ERROR_CHARS
 from herald.sender.worker import build
 from tests.provider_server import Answer, scripted_server
@@ -197,7 +198,7 @@ def test_a_manual_retry_of_a_message_that_spent_its_retries_gets_a_full_budget_a
     spent = settings.max_retries + 1
     message_id = new_message(engine, Status.FAILED, attempts=spent)
     with engine.begin() as conn:
-        assert requeue_failed(conn, message_id)
+        assert requeue_failed(conn, DEFAULT_TENANT, message_id)
     with running_sender(settings, stand_in) as broker:
         enqueue_sends(broker, [message_id])
         status, attempts, _ = outcome(engine, message_id)

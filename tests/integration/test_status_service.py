@@ -16,8 +16,14 @@ from herald.status.queries import Reader
 
 
 @pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Not about keys (test_auth is): every request is tenant `default` (HERALD_AUTH=none)."""
+    return settings.model_copy(update={"auth": "none"})
+
+
+@pytest.fixture
 def client(engine: Engine, settings: Settings) -> falcon.testing.TestClient:
-    return falcon.testing.TestClient(create_app(engine, Reader(settings)))
+    return falcon.testing.TestClient(create_app(settings, engine, Reader(settings)))
 
 
 def _rows(engine: Engine, statuses: list[Status], start: datetime) -> list[str]:
@@ -146,7 +152,7 @@ def test_a_read_on_a_connection_killed_under_it_is_answered_not_503(
     # As after a PostgreSQL restart: the reader's connection is dead, and no ping precedes use.
     engine = make_engine(settings, pool_size=1, pre_ping=False)
     reader = Reader(settings)
-    client = falcon.testing.TestClient(create_app(engine, reader))
+    client = falcon.testing.TestClient(create_app(settings, engine, reader))
     [message_id] = _rows(engine, [Status.QUEUED], START)
     assert client.simulate_get(path.format(message_id)).status_code == 200
     with make_engine(settings, pool_size=1).connect() as admin:
@@ -168,7 +174,7 @@ def test_a_list_on_a_pooled_connection_killed_under_it_is_answered_not_503(
 ) -> None:
     # The list's pool pings no connection before use: the read runs once more instead.
     engine = make_engine(settings, pool_size=1, pre_ping=False)
-    client = falcon.testing.TestClient(create_app(engine, Reader(settings)))
+    client = falcon.testing.TestClient(create_app(settings, engine, Reader(settings)))
     assert client.simulate_get("/message/list").status_code == 200
     with make_engine(settings, pool_size=1).connect() as admin:
         admin.execute(

@@ -9,6 +9,7 @@ import falcon.testing
 import pydantic
 import pytest
 
+from herald.core.auth import Authenticate
 from herald.core.logs import (
     REQUEST_ID_HEADER,
     RequestIds,
@@ -121,3 +122,22 @@ def test_gunicorn_logs_in_the_format_settings_chose() -> None:
         lines[log_format] = _one_line(spec.pop("()")(**spec))  # as logging.config builds it
     assert json.loads(lines["json"])["service"] == "status"
     assert ANSI.sub("", lines["console"]).endswith("INFO    status gunicorn.error ready")
+
+
+def test_logs_during_an_authenticated_request_carry_its_tenant_and_never_its_key() -> None:
+    logger, stream = _capture()
+
+    class Resource:
+        def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+            logger.info("handled")
+            resp.media = {}
+
+    app = falcon.App(middleware=(RequestIds(), Authenticate(None)))  # HERALD_AUTH=none
+    app.add_route("/", Resource())
+    client = falcon.testing.TestClient(app)
+    client.simulate_get("/", headers={"Authorization": "Bearer hk_0123456789abcdef_secret"})
+    [line] = stream.getvalue().splitlines()
+    assert json.loads(line)["tenant"] == "default"
+    assert "secret" not in line
+    logger.info("outside any request")
+    assert json.loads(stream.getvalue().splitlines()[-1])["tenant"] is None

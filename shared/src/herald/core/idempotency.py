@@ -1,7 +1,8 @@
 """Idempotency keys: the same key and payload within the window name the first message only.
 
-Safe under concurrent repeats because the key is the table's primary key: a second INSERT waits
-for the first transaction and then sees its row (no read-then-write race).
+Safe under concurrent repeats because (tenant, key) is the table's primary key: a second INSERT
+waits for the first transaction and then sees its row (no read-then-write race). Two tenants'
+same key are two bindings.
 """
 
 from __future__ import annotations
@@ -47,10 +48,15 @@ class Earlier:
     same_payload: bool
 
 
-def remember(conn: Connection, key: str, digest: str, message_id: str) -> Earlier | None:
-    """Bind key to message_id unless a live binding exists: None if bound now, else the earlier."""
+def remember(
+    conn: Connection, tenant: str, key: str, digest: str, message_id: str
+) -> Earlier | None:
+    """Bind tenant's key to message_id unless a live binding exists: None if bound now, else the
+    earlier."""
     expired = _k.created_at < func.now() - func.make_interval(0, 0, 0, 0, WINDOW_HOURS)
-    values = insert(idempotency_keys).values(key=key, message_id=message_id, fingerprint=digest)
+    values = insert(idempotency_keys).values(
+        tenant=tenant, key=key, message_id=message_id, fingerprint=digest
+    )
     # An expired binding is taken over, as if the key were new.
     statement: ReturningInsert[tuple[int]] = values.on_conflict_do_update(
         index_elements=[_k.tenant, _k.key],
@@ -59,7 +65,9 @@ def remember(conn: Connection, key: str, digest: str, message_id: str) -> Earlie
     ).returning(literal_column("1"))
     if conn.execute(statement).first() is not None:
         return None
-    earlier = conn.execute(select(_k.message_id, _k.fingerprint).where(_k.key == key)).one()
+    earlier = conn.execute(
+        select(_k.message_id, _k.fingerprint).where(_k.tenant == tenant, _k.key == key)
+    ).one()
     return Earlier(earlier.message_id, earlier.fingerprint == digest)
 
 

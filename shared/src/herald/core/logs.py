@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 import falcon
@@ -18,6 +18,7 @@ from herald.core.settings import Settings
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+_tenant: ContextVar[str | None] = ContextVar("tenant", default=None)
 FIELDS = "%(levelname)s %(name)s %(process)d %(message)s"
 
 # The attributes every LogRecord has; whatever else a record carries came from `extra=`.
@@ -30,12 +31,24 @@ _ID_COLOUR = "36"
 
 
 class _Context(logging.Filter):
-    """Stamp each record with the request id of the request being served, if any."""
+    """Stamp each record with the request id and tenant of the request being served, if any."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
             record.request_id = _request_id.get()
+        if not hasattr(record, "tenant"):
+            record.tenant = _tenant.get()
         return True
+
+
+def bind_tenant(tenant: str) -> Token[str | None]:
+    """Stamp tenant on every log line of the request being served, until unbind_tenant."""
+    return _tenant.set(tenant)
+
+
+def unbind_tenant(token: Token[str | None]) -> None:
+    """End bind_tenant: a kept-alive connection's next request may be another tenant's."""
+    _tenant.reset(token)
 
 
 def json_formatter(service: str) -> JsonFormatter:

@@ -18,6 +18,11 @@ class Settings(BaseSettings):
     redis_url: RedisDsn = RedisDsn("redis://127.0.0.1:6379/0")
     redis_namespace: str = Field("herald", pattern=r"^[A-Za-z0-9_.-]+$")
 
+    # keys: every route of api and status but health, readiness, metrics and the API's
+    # description needs `Authorization: Bearer <key>` (herald-keys). none: no key is asked for
+    # and every request is tenant `default`, for a gateway that authenticates by itself.
+    auth: Literal["keys", "none"] = "keys"
+
     provider_url: str = "http://127.0.0.1:3000"
     provider_timeout: float = Field(5.0, gt=0)
 

@@ -62,11 +62,15 @@ def _move(
     message_id: str,
     sources: tuple[Status, ...],
     target: Status,
+    *,
+    tenant: str | None = None,
     **values: object,
 ) -> bool:
+    # A client's change names its tenant: another tenant's id moves nothing, as an unknown one.
+    scope = () if tenant is None else (_m.tenant == tenant,)
     result = conn.execute(
         update(messages)
-        .where(_m.id == message_id, text(_status_in(sources)))
+        .where(_m.id == message_id, *scope, text(_status_in(sources)))
         .values(status=target, updated_at=func.now(), **values)
     )
     return result.rowcount == 1
@@ -139,14 +143,22 @@ async def record_errors(
     return {row[0] for row in await cursor.fetchall()}
 
 
-def cancel(conn: Connection, message_id: str) -> bool:
-    """scheduled|queued -> canceled: no sender has claimed it, and none ever will."""
-    return _move(conn, message_id, CANCELABLE, Status.CANCELED)
+def cancel(conn: Connection, tenant: str, message_id: str) -> bool:
+    """scheduled|queued -> canceled, tenant's message only: no sender has claimed it, and none
+    ever will."""
+    return _move(conn, message_id, CANCELABLE, Status.CANCELED, tenant=tenant)
 
 
-def requeue_failed(conn: Connection, message_id: str) -> bool:
-    """failed -> queued: an operator's manual retry, with a full retry budget again."""
-    return _move(conn, message_id, RETRYABLE, Status.QUEUED, attempts_at_retry=messages.c.attempts)
+def requeue_failed(conn: Connection, tenant: str, message_id: str) -> bool:
+    """failed -> queued, tenant's message only: a manual retry, with a full retry budget again."""
+    return _move(
+        conn,
+        message_id,
+        RETRYABLE,
+        Status.QUEUED,
+        tenant=tenant,
+        attempts_at_retry=messages.c.attempts,
+    )
 
 
 def _ids(conn: Connection, sql: str, **params: object) -> list[str]:

@@ -7,6 +7,7 @@ from sqlalchemy import Engine
 
 from herald.api.ingest import Ingest
 from herald.api.resources import Cancel, Messages, MessagesBatch, Retry
+from herald.core.auth import authentication
 from herald.core.broker import make_broker, ping_redis
 from herald.core.db import make_engine, ping_database
 from herald.core.settings import Settings
@@ -19,6 +20,8 @@ def create_app(settings: Settings, engine: Engine, broker: RedisBroker) -> App:
         "api",
         {"postgresql": lambda: ping_database(engine), "redis": lambda: ping_redis(broker)},
     )
+    # The api records each key's last use (at most once a minute per key, in the background).
+    app.add_middleware(authentication(settings, engine, records_use=True))
     ingest = Ingest(settings, engine, broker)
     app.add_route("/messages", Messages(ingest))
     app.add_route("/messages/batch", MessagesBatch(ingest))

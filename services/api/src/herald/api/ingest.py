@@ -35,19 +35,21 @@ Row = dict[str, Any]
 
 # One statement text for any number of rows, all in one JSON parameter: prepared once per
 # connection, and serialized by orjson in one call (psycopg's array dumpers quote element by
-# element in Python, a large share of the API's CPU per message).
+# element in Python, a large share of the API's CPU per message). Each row names its tenant:
+# one batch holds the requests of many.
 # Scheduled or queued is decided here, on the database's clock, as the promoter's `send_at <=
 # now()` is: an api host whose clock runs ahead can never queue a row before its send_at.
 # One small row comes back whatever the count: the ids it scheduled (NULL when none).
 _INSERT_ROWS: LiteralString = f"""
     WITH inserted AS (
-        INSERT INTO messages (id, destination, body, status, send_at, created_at)
-        SELECT id, destination, body,
+        INSERT INTO messages (id, tenant, destination, body, status, send_at, created_at)
+        SELECT id, tenant, destination, body,
             CASE WHEN send_at > now() THEN '{Status.SCHEDULED.value}'
                 ELSE '{Status.QUEUED.value}' END,
             send_at, created_at
         FROM json_to_recordset(%s::json) AS r(
-            id text, destination text, body text, send_at timestamptz, created_at timestamptz
+            id text, tenant text, destination text, body text, send_at timestamptz,
+            created_at timestamptz
         )
         RETURNING id, status
     )
@@ -59,10 +61,11 @@ class KeyReused(Exception):
     """The Idempotency-Key already names a message with a different payload."""
 
 
-def _row(new: NewMessage) -> Row:
+def _row(tenant: str, new: NewMessage) -> Row:
     message_id = new_id()
     return {
         "id": message_id,
+        "tenant": tenant,
         "destination": new.destination,
         "body": new.body,
         "send_at": new.send_at,
@@ -98,8 +101,12 @@ def _insert(conn: Connection, rows: list[Row]) -> list[Status]:
     return _statuses(rows, scheduled)
 
 
-def _status_now(conn: Connection, message_id: str) -> Status | None:
-    found = conn.execute(select(messages.c.status).where(messages.c.id == message_id)).scalar()
+def _status_now(conn: Connection, tenant: str, message_id: str) -> Status | None:
+    """The status of tenant's message; None for another tenant's, as for an unknown id."""
+    query = select(messages.c.status).where(
+        messages.c.tenant == tenant, messages.c.id == message_id
+    )
+    found = conn.execute(query).scalar()
     return None if found is None else Status(found)
 
 
@@ -114,44 +121,50 @@ class Ingest:
             self._write, MAX_BATCH_ITEMS, "ingest-writer", wait_seconds=BATCH_WAIT_SECONDS
         )
 
-    def accept(self, new: NewMessage, key: str | None = None) -> Accepted:
-        """Store a new message and enqueue it unless scheduled; once this returns, it is durable.
+    def accept(self, tenant: str, new: NewMessage, key: str | None = None) -> Accepted:
+        """Store tenant's new message and enqueue it unless scheduled; once this returns, it is
+        durable.
 
-        With a key seen in the last 24 h for the same payload, the earlier message is answered
-        and nothing is created; for another payload, KeyReused.
+        With a key tenant used in the last 24 h for the same payload, the earlier message is
+        answered and nothing is created; for another payload, KeyReused.
         """
-        row = _row(new)
+        row = _row(tenant, new)
         if key is None:
             return _accepted(row, self._writer.submit(row))
+        digest = idempotency.fingerprint(new)
         with self._engine.begin() as conn:
-            earlier = idempotency.remember(conn, key, idempotency.fingerprint(new), row["id"])
+            earlier = idempotency.remember(conn, tenant, key, digest, row["id"])
             if earlier is None:
                 statuses = _insert(conn, [row])
             elif not earlier.same_payload:
                 raise KeyReused(key)
             else:
-                return Accepted(id=earlier.message_id, status=_status_now(conn, earlier.message_id))
+                status = _status_now(conn, tenant, earlier.message_id)
+                return Accepted(id=earlier.message_id, status=status)
         self._enqueue(_queued([row], statuses))
         return _accepted(row, statuses[0])
 
-    def accept_batch(self, batch: NewBatch) -> list[Accepted]:
-        """Store every message of the batch in one transaction, then enqueue them in item order."""
-        rows = [_row(new) for new in batch.messages]
+    def accept_batch(self, tenant: str, batch: NewBatch) -> list[Accepted]:
+        """Store every message of tenant's batch in one transaction, then enqueue them in item
+        order."""
+        rows = [_row(tenant, new) for new in batch.messages]
         statuses = self._writer.submit_all(rows)
         return [_accepted(row, status) for row, status in zip(rows, statuses, strict=True)]
 
-    def cancel(self, message_id: str) -> tuple[bool, Status | None]:
-        """Cancel before any sender claims it: (moved, status now), status None if unknown."""
+    def cancel(self, tenant: str, message_id: str) -> tuple[bool, Status | None]:
+        """Cancel tenant's message before any sender claims it: (moved, status now), status None
+        if tenant has no such message."""
         with self._engine.begin() as conn:
-            if transitions.cancel(conn, message_id):
+            if transitions.cancel(conn, tenant, message_id):
                 return True, Status.CANCELED
-            return False, _status_now(conn, message_id)
+            return False, _status_now(conn, tenant, message_id)
 
-    def retry(self, message_id: str) -> tuple[bool, Status | None]:
-        """Send a failed message again: (moved, status now), status None if unknown."""
+    def retry(self, tenant: str, message_id: str) -> tuple[bool, Status | None]:
+        """Send tenant's failed message again: (moved, status now), status None if tenant has
+        no such message."""
         with self._engine.begin() as conn:
-            if not transitions.requeue_failed(conn, message_id):
-                return False, _status_now(conn, message_id)
+            if not transitions.requeue_failed(conn, tenant, message_id):
+                return False, _status_now(conn, tenant, message_id)
         self._enqueue([message_id])
         return True, Status.QUEUED
 

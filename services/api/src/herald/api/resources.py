@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import falcon
 
 from herald.api.ingest import Ingest, KeyReused
 from herald.api.payloads import read_body
+from herald.core.auth import principal_of
 from herald.core.idempotency import (
     IDEMPOTENCY_KEY_HEADER,
     INVALID_KEY_DESCRIPTION,
@@ -62,7 +64,7 @@ class Messages:
             )
         new = read_body(req, NewMessage, MAX_REQUEST_BYTES)
         try:
-            accepted = self._ingest.accept(new, key)
+            accepted = self._ingest.accept(principal_of(req).tenant, new, key)
         except KeyReused:
             raise falcon.HTTPUnprocessableEntity(
                 title="Idempotency-Key reused",
@@ -81,7 +83,7 @@ class MessagesBatch:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         batch = read_body(req, NewBatch, MAX_BATCH_REQUEST_BYTES)
-        accepted = self._ingest.accept_batch(batch)
+        accepted = self._ingest.accept_batch(principal_of(req).tenant, batch)
         resp.status = falcon.HTTP_202
         resp.media = {"messages": [_answer(item) for item in accepted]}
 
@@ -93,7 +95,7 @@ class Cancel:
         self._ingest = ingest
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, message_id: str) -> None:
-        _move(message_id, "cancel", self._ingest.cancel)
+        _move(message_id, "cancel", partial(self._ingest.cancel, principal_of(req).tenant))
         resp.media = _answer(Accepted(id=message_id, status=Status.CANCELED))
 
 
@@ -104,7 +106,7 @@ class Retry:
         self._ingest = ingest
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, message_id: str) -> None:
-        _move(message_id, "retry", self._ingest.retry)
+        _move(message_id, "retry", partial(self._ingest.retry, principal_of(req).tenant))
         resp.status = falcon.HTTP_202
         resp.location = status_path(message_id)
         resp.media = _answer(Accepted(id=message_id, status=Status.QUEUED))

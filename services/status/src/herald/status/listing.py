@@ -1,7 +1,8 @@
 """Listing messages for operators: filter by status and creation time, newest first, by cursor.
 
-Ids are time-ordered, so a creation-time window is an id range and the cursor is the last id
-of the page: every page is one range scan of the (status, id) index or of the primary key.
+A tenant lists only its own. Ids are time-ordered, so a creation-time window is an id range
+and the cursor is the last id of the page: every page is one range scan of the (tenant, status,
+id) or the (tenant, id) index.
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ class Page(BaseModel):
     next_cursor: str | None
 
 
-def list_messages(engine: Engine, query: ListQuery) -> Page:
-    """The page of messages matching query, newest first."""
-    statement = select(messages).order_by(_m.id.desc()).limit(query.limit)
+def list_messages(engine: Engine, tenant: str, query: ListQuery) -> Page:
+    """The page of tenant's messages matching query, newest first."""
+    statement = (
+        select(messages).where(_m.tenant == tenant).order_by(_m.id.desc()).limit(query.limit)
+    )
     if query.status:
         statement = statement.where(_m.status.in_(query.status))
     if query.created_after is not None:

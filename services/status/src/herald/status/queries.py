@@ -12,15 +12,27 @@ from herald.core.settings import Settings
 from herald.core.statuses import Status
 from herald.core.tables import messages
 
-# The two reads every client polls, for many ids at once (id = ANY: one statement text for any
-# count, prepared once). Their first column is the id.
-_STATUSES: LiteralString = "SELECT id, status FROM messages WHERE id = ANY(%s::text[])"
-_RECORD_COLUMNS = tuple(column.name for column in messages.columns)
-_RECORDS: LiteralString = (
-    f"SELECT {', '.join(_RECORD_COLUMNS)} FROM messages WHERE id = ANY(%s::text[])"
+# The two reads every client polls, for many (tenant, id) pairs at once: one statement text for
+# any count, prepared once. Each id is found only as its asker's tenant's, in the query itself
+# (another tenant's is not found, as an unknown id), one index lookup per pair. A batch mixes
+# tenants' reads, so its rows are matched back by (tenant, id), their first two columns.
+_ASKED: LiteralString = (
+    " FROM unnest(%s::text[], %s::text[]) AS asked(tenant, id)"
+    " JOIN messages m ON m.id = asked.id AND m.tenant = asked.tenant"
 )
+_STATUSES: LiteralString = "SELECT m.id, m.tenant, m.status" + _ASKED
+_RECORD_COLUMNS = (
+    "id",
+    "tenant",
+    *(c.name for c in messages.columns if c.name not in ("id", "tenant")),
+)
+_RECORDS: LiteralString = f"SELECT {', '.join(f'm.{name}' for name in _RECORD_COLUMNS)}" + _ASKED
 # Most ids one read carries.
 MAX_IDS_PER_READ = 500
+
+
+# What a read by id is asked for: (tenant, message id).
+Asked = tuple[str, str]
 
 
 class _ByIds:
@@ -36,17 +48,20 @@ class _ByIds:
         self._conn = DirectConnection(settings)
         self._statement = statement
         # A read has no effect, so a request may give up on it even once it runs.
-        self._batcher: Batcher[str, tuple[Any, ...] | None] = Batcher(
+        self._batcher: Batcher[Asked, tuple[Any, ...] | None] = Batcher(
             self._read, MAX_IDS_PER_READ, name, wait_seconds=BATCH_WAIT_SECONDS, effect_free=True
         )
 
-    def get(self, message_id: str) -> tuple[Any, ...] | None:
-        """The row of message_id (its first column is the id), or None if there is none."""
-        return self._batcher.submit(message_id)
+    def get(self, tenant: str, message_id: str) -> tuple[Any, ...] | None:
+        """The row of tenant's message_id (first the id, then the tenant), or None if tenant
+        has no such message."""
+        return self._batcher.submit((tenant, message_id))
 
-    def _read(self, message_ids: list[str]) -> list[tuple[Any, ...] | None]:
-        rows = {row[0]: row for row in self._conn.read(self._statement, (message_ids,))}
-        return [rows.get(message_id) for message_id in message_ids]
+    def _read(self, asked: list[Asked]) -> list[tuple[Any, ...] | None]:
+        tenants = [tenant for tenant, _ in asked]
+        ids = [message_id for _, message_id in asked]
+        rows = {(row[1], row[0]): row for row in self._conn.read(self._statement, (tenants, ids))}
+        return [rows.get(pair) for pair in asked]
 
 
 class Reader:
@@ -62,14 +77,14 @@ class Reader:
         self._statuses = _ByIds(settings, _STATUSES, "status-reads")
         self._records = _ByIds(settings, _RECORDS, "record-reads")
 
-    def status_of(self, message_id: str) -> Status | None:
-        """The message's current status, or None if there is no such message."""
-        row = self._statuses.get(message_id)
-        return None if row is None else Status(row[1])
+    def status_of(self, tenant: str, message_id: str) -> Status | None:
+        """The current status of tenant's message, or None if tenant has no such message."""
+        row = self._statuses.get(tenant, message_id)
+        return None if row is None else Status(row[2])
 
-    def record_of(self, message_id: str) -> MessageRecord | None:
-        """The message's full record, or None if there is no such message."""
-        row = self._records.get(message_id)
+    def record_of(self, tenant: str, message_id: str) -> MessageRecord | None:
+        """The full record of tenant's message, or None if tenant has no such message."""
+        row = self._records.get(tenant, message_id)
         if row is None:
             return None
         return MessageRecord.model_validate(dict(zip(_RECORD_COLUMNS, row, strict=True)))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TypeVar
 
 import falcon
 from sqlalchemy import Engine
 
+from herald.core.auth import principal_of
 from herald.core.ids import is_valid_id
 from herald.core.web import unknown_message
 from herald.status.listing import ListQuery, list_messages
@@ -31,7 +33,11 @@ class MessageStatus:
         self._reader = reader
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, message_id: str) -> None:
-        resp.media = {"status": _found(message_id, self._reader.status_of).value}
+        resp.media = {
+            "status": _found(
+                message_id, partial(self._reader.status_of, principal_of(req).tenant)
+            ).value
+        }
 
     on_head = on_get  # HEAD: the same answer without its body
 
@@ -43,7 +49,9 @@ class MessageDetail:
         self._reader = reader
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, message_id: str) -> None:
-        resp.media = _found(message_id, self._reader.record_of).model_dump(mode="json")
+        resp.media = _found(
+            message_id, partial(self._reader.record_of, principal_of(req).tenant)
+        ).model_dump(mode="json")
 
     on_head = on_get  # HEAD: the same answer without its body
 
@@ -56,6 +64,7 @@ class MessageList:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         query = ListQuery.model_validate(req.params)
-        resp.media = list_messages(self._engine, query).model_dump(mode="json")
+        page = list_messages(self._engine, principal_of(req).tenant, query)
+        resp.media = page.model_dump(mode="json")
 
     on_head = on_get  # HEAD: the same answer without its body
