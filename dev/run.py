@@ -28,8 +28,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 # Run as a script, dev/ is on sys.path and its sibling module is `embedded`; mypy, which checks
 # dev/ from the repository root, knows the same file as `dev.embedded`.
 if TYPE_CHECKING:
+    from dev.devkey import dev_key
     from dev.embedded import EmbeddedError, EmbeddedPostgres, EmbeddedRedis
 else:
+    from devkey import dev_key
     from embedded import EmbeddedError, EmbeddedPostgres, EmbeddedRedis
 
 REPO: Final = Path(__file__).resolve().parents[1]
@@ -178,6 +180,15 @@ def migrate(env: dict[str, str]) -> None:
         raise DevRunError(f"herald-migrate failed (exit code {done.returncode}); started nothing")
 
 
+def announce_key(env: dict[str, str]) -> None:
+    """Print a ready key of tenant `dev` (made once, kept in .herald-dev/dev-key)."""
+    if env.get("HERALD_AUTH", "keys") == "none":
+        return
+    key = dev_key(env["HERALD_DATABASE_URL"], DEV_DATA / "dev-key")
+    say(f"key of tenant dev, for Authorization: Bearer <key>: {key}")
+    say("in another shell: export HERALD_KEY=$(cat .herald-dev/dev-key)")
+
+
 def run_processes(env: dict[str, str]) -> int:
     """Run PROCESSES under honcho until one exits or we get SIGINT/SIGTERM; its exit code."""
     honcho.manager.KILL_WAIT = KILL_WAIT_SECONDS  # a module global, read by Manager.loop
@@ -201,6 +212,7 @@ def main() -> int:
         with contextlib.ExitStack() as cleanup:
             env = build_environment(cleanup)
             migrate(env)
+            announce_key(env)
             return run_processes(env)
     except KeyboardInterrupt:
         say("interrupted; stopped")
