@@ -32,7 +32,7 @@ def post_rate(bench: Bench, server: str, path: str = "/messages") -> WrkResult:
     config = bench.config
     return run_wrk(
         bench.system.url(server) + path,
-        post_script(path, MESSAGE_BODY),
+        post_script(path, MESSAGE_BODY, bench.system.headers),
         seconds=config.wrk_seconds,
         connections=config.connections,
         threads=config.wrk_threads,
@@ -43,7 +43,7 @@ def warm_up(bench: Bench, server: str, path: str = "/messages") -> None:
     config = bench.config
     run_wrk(
         bench.system.url(server) + path,
-        post_script(path, MESSAGE_BODY),
+        post_script(path, MESSAGE_BODY, bench.system.headers),
         seconds=config.warmup_seconds,
         connections=config.connections,
         threads=config.wrk_threads,

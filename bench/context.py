@@ -89,6 +89,8 @@ class Bench:
             "--connections", str(options.pop("connections", self.config.openloop_connections)),
             "--out", str(out),
         )  # fmt: skip
+        if self.system.headers:
+            options["headers_file"] = self.system.headers_file
         for name, value in options.items():
             argv += [f"--{name.replace('_', '-')}", str(value)]
         done = subprocess.run(argv, capture_output=True, text=True, check=False)

@@ -82,7 +82,7 @@ def measure_batch(bench: Bench) -> None:
         baseline="redis_lpush",
         target=Target(">=", 20_000),
     )
-    script = post_script("/messages/batch", batch_body(config.batch_size))
+    script = post_script("/messages/batch", batch_body(config.batch_size), bench.system.headers)
     url = bench.system.url("api") + "/messages/batch"
     options = {"connections": config.batch_connections, "threads": config.wrk_threads}
     run_wrk(url, script, seconds=config.warmup_seconds, timeout_s=30, **options)

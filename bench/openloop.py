@@ -42,16 +42,19 @@ class Target:
     post_body: bytes | None
     ids: list[str] = field(default_factory=list)
     keep_ids: bool = False
+    headers: str = ""  # extra header lines, each ending in CRLF (the key)
 
     def request(self) -> bytes:
         if self.post_body is not None:
             head = (
-                f"POST /messages HTTP/1.1\r\nHost: {self.host}\r\n"
+                f"POST /messages HTTP/1.1\r\nHost: {self.host}\r\n{self.headers}"
                 f"Content-Type: application/json\r\nContent-Length: {len(self.post_body)}\r\n\r\n"
             )
             return head.encode() + self.post_body
         message_id = random.choice(self.ids)
-        return f"GET /message/{message_id}/status HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode()
+        return (
+            f"GET /message/{message_id}/status HTTP/1.1\r\nHost: {self.host}\r\n{self.headers}\r\n"
+        ).encode()
 
 
 async def _exchange(
@@ -151,6 +154,11 @@ def summarize(outcomes: list[Outcome], t0: int, warmup: float, seconds: float) -
     }
 
 
+def _header_lines(path: Path | None) -> str:
+    headers: dict[str, str] = json.loads(path.read_text()) if path else {}
+    return "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bench.openloop", description=__doc__)
     parser.add_argument("--url", required=True, help="http://HOST:PORT")
@@ -161,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--post-body", type=Path, help="POST /messages with this JSON body")
     parser.add_argument("--ids", type=Path, help="GET /message/{id}/status, ids from this file")
     parser.add_argument("--records", type=Path, help="write [id, due_ns, sent_ns] of each 2xx here")
+    parser.add_argument("--headers-file", type=Path, help="a JSON object of headers to send")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     host, port = args.url.removeprefix("http://").rstrip("/").rsplit(":", 1)
@@ -170,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         args.post_body.read_bytes() if args.post_body else None,
         args.ids.read_text().split() if args.ids else [],
         keep_ids=args.records is not None,
+        headers=_header_lines(args.headers_file),
     )
     total = args.warmup + args.seconds
     outcomes, t0 = asyncio.run(generate(target, args.rate, total, args.connections))

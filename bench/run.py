@@ -192,6 +192,7 @@ def main() -> None:
     stem = None
     try:
         db.migrate(settings.child_environment(), str(BIN / "herald-migrate"))
+        system.make_key()
         bench.raw["servers"] = db.server_facts() | ns.server_facts()
         clock = time.monotonic()
         try:

@@ -65,7 +65,7 @@ def preload(bench: Bench, count: int) -> float:
     with httpx.Client(base_url=bench.system.url("api"), timeout=120) as client:
         for offset in range(0, count, size):
             body = batch_body(min(size, count - offset))
-            headers = {"Content-Type": "application/json"}
+            headers = {"Content-Type": "application/json", **bench.system.headers}
             client.post("/messages/batch", content=body, headers=headers).raise_for_status()
     queued = bench.db.count("queued")
     if queued != count:

@@ -19,7 +19,7 @@ def _status_rate(bench: Bench, ids: Path, seconds: float) -> WrkResult:
     config = bench.config
     return run_wrk(
         bench.system.url("status") + "/",
-        random_get_script(ids, STATUS_PATH),
+        random_get_script(ids, STATUS_PATH, bench.system.headers),
         seconds=seconds,
         connections=config.connections,
         threads=config.wrk_threads,
@@ -52,7 +52,7 @@ def measure_status(bench: Bench) -> None:
     )
     bench.settle()
     bench.db.truncate()
-    small = bench.db.load_sent(config.status_small_rows)
+    small = bench.db.load_sent(bench.system.tenant, config.status_small_rows)
     small_ids = _write_ids(bench, small, "ids-small.txt")
     _status_rate(bench, small_ids, config.warmup_seconds)
     probe = _status_rate(bench, small_ids, config.wrk_seconds)
@@ -67,7 +67,7 @@ def measure_status(bench: Bench) -> None:
     _p99_runs(bench, "status_p99_small", small_ids, rate)
 
     started = time.monotonic()
-    large = bench.db.load_sent(config.status_rows - config.status_small_rows)
+    large = bench.db.load_sent(bench.system.tenant, config.status_rows - config.status_small_rows)
     rows = bench.db.count()
     bench.say(f"loaded {rows:,} rows in {time.monotonic() - started:.1f} s")
     large_ids = _write_ids(bench, large, "ids-large.txt")

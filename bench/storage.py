@@ -21,7 +21,7 @@ from herald.core.ids import ALPHABET, is_valid_id, new_id
 _TO_HERALD = bytes.maketrans(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", ALPHABET.encode()
 )
-COPY_COLUMNS = "id, destination, body, status, attempts, created_at, updated_at, sent_at"
+COPY_COLUMNS = "id, tenant, destination, body, status, attempts, created_at, updated_at, sent_at"
 
 
 def fast_ids(first_ms: float, step_ms: float, count: int) -> Iterator[str]:
@@ -81,8 +81,9 @@ class Database:
                 row = conn.execute(query, (status,)).fetchone()
         return int(row[0]) if row else 0
 
-    def load_sent(self, count: int, days: float = 30.0) -> list[str]:
-        """Append count delivered messages spread over the last `days`; a sample of their ids."""
+    def load_sent(self, tenant: str, count: int, days: float = 30.0) -> list[str]:
+        """Append count delivered messages of tenant spread over the last `days`; a sample of
+        their ids."""
         _check_encoding()
         now = datetime.now(UTC)
         first_ms = (now - timedelta(days=days)).timestamp() * 1000
@@ -95,8 +96,8 @@ class Database:
                 chunk: list[str] = []
                 for i, message_id in enumerate(fast_ids(first_ms, step_ms, count)):
                     chunk.append(
-                        f"{message_id}\t+1555{i % 10_000_000:07d}\tbench message {i}\tsent\t1"
-                        f"\t{stamp}\t{stamp}\t{stamp}\n"
+                        f"{message_id}\t{tenant}\t+1555{i % 10_000_000:07d}\tbench message {i}"
+                        f"\tsent\t1\t{stamp}\t{stamp}\t{stamp}\n"
                     )
                     if i % keep_every == 0:
                         sample.append(message_id)

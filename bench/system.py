@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from bench.processes import Child, launch, python_module, wait_healthy
+from bench.processes import BIN, Child, launch, python_module, wait_healthy
 from dev.embedded import free_port
 from herald.core.settings import Settings
+from herald.core.tenants import DEFAULT_TENANT
+
+# The tenant whose key every load generator sends (HERALD_AUTH=keys).
+BENCH_TENANT = "bench"
 
 _WORKER_CLASS = re.compile(r"Using worker: (\w+)")
 _LEVEL = re.compile(r'"level": "(WARNING|ERROR|CRITICAL)"')
@@ -58,6 +65,32 @@ class System:
     # One kept-alive client for the harness's own calls: a new httpx client per call builds an
     # SSL context (milliseconds of CPU), taken from the measured system while it is polled.
     http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10))
+    # `Authorization: Bearer <key>` (make_key), sent by every client of the api and status, and
+    # to the hello-world baselines too: they get the very same bytes.
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def tenant(self) -> str:
+        """The tenant the benchmark's requests are served as."""
+        return DEFAULT_TENANT if self.settings.auth == "none" else BENCH_TENANT
+
+    @property
+    def headers_file(self) -> Path:
+        """headers as JSON, for the open-loop generator's process (no key on a command line)."""
+        return self.log_dir / "headers.json"
+
+    def make_key(self) -> None:
+        """Make a key of BENCH_TENANT with herald-keys, as an operator would; send it from now on.
+        With HERALD_AUTH=none there is nothing to send."""
+        if self.settings.auth == "none":
+            return
+        argv = [str(BIN / "herald-keys"), "create", "--tenant", BENCH_TENANT, "--label", "bench"]
+        env = self.settings.child_environment()
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
+        self.headers = {"Authorization": f"Bearer {done.stdout.splitlines()[-1]}"}
+        descriptor = os.open(self.headers_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            json.dump(self.headers, file)
 
     @property
     def api_config(self) -> ServerConfig:

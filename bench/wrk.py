@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,21 +26,27 @@ end
 """.replace("MARKER", MARKER)
 
 
-def post_script(path: str, body: str) -> str:
-    """Every request the same POST with a JSON body."""
+def _headers(headers: Mapping[str, str]) -> str:
+    # wrk.format, and the requests wrk builds itself, send wrk.headers.
+    return "".join(f'wrk.headers["{name}"] = "{value}"\n' for name, value in headers.items())
+
+
+def post_script(path: str, body: str, headers: Mapping[str, str]) -> str:
+    """Every request the same POST with a JSON body, and headers (the key)."""
     return f"""
 wrk.method = "POST"
 wrk.path = "{path}"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = [==[{body}]==]
+{_headers(headers)}wrk.body = [==[{body}]==]
 {_DONE}"""
 
 
-def random_get_script(ids_file: Path, template: str) -> str:
-    """GET template % id for an id drawn at random from ids_file (one id per line)."""
+def random_get_script(ids_file: Path, template: str, headers: Mapping[str, str]) -> str:
+    """GET template % id for an id drawn at random from ids_file (one id per line), with
+    headers (the key)."""
     prefix, suffix = template.split("{id}")
     return f"""
-local ids = {{}}
+{_headers(headers)}local ids = {{}}
 init = function(args)
   for line in io.lines("{ids_file}") do ids[#ids + 1] = line end
   math.randomseed(os.time() + tonumber(tostring(ids):match("0x(%x+)") or "0", 16) % 100000)
