@@ -9,9 +9,10 @@ import uuid
 
 import httpx
 
+from dev.embedded import free_port
 from herald.core.settings import Settings
 from tests.servers import REDIS_URL
-from tests.stack import BIN, Stack, free_port, launch, running_stack, wait_healthy
+from tests.stack import BIN, Stack, launch, running_stack, wait_healthy
 
 MESSAGE = {"destination": "+15550100", "body": "hello"}
 
