@@ -7,7 +7,8 @@ sender pod), because it needs exactly what the sender has: the database, the bro
 retry policy. Every sender replica runs one, but only the one holding a PostgreSQL session
 advisory lock works (its row picks use FOR UPDATE SKIP LOCKED besides); the others wait to
 take over. The leader also exports the backlog gauges (see backlog.py).
-Enqueueing again is always safe: claim() lets exactly one delivery of a message send it.
+Enqueueing again is always safe: a claim (transitions.claim_many) lets exactly one delivery of a
+message send it.
 """
 
 from __future__ import annotations
