@@ -20,7 +20,7 @@ sync: uv ## install the workspace (all five console scripts) from uv.lock
 run: sync ## migrate, then start api, status, sender and the stand-in provider (Ctrl-C stops all)
 	$(UV) run --frozen python dev/run.py
 
-test: sync system-deps ## run every test (unit, integration, e2e, chaos, deploy) on real PostgreSQL and Redis
+test: sync system-deps ## run every test (unit, contract, integration, e2e, chaos, deploy) on real PostgreSQL and Redis
 	$(PYTEST) -n 2 tests
 
 test-unit: sync ## pure tests: no sockets
@@ -38,11 +38,12 @@ test-chaos: sync ## crashes and restarts of the sender, Redis and PostgreSQL (pr
 test-deploy: sync system-deps ## the deployment configs: validators, real nginx gateway, Prometheus and PgBouncer
 	$(PYTEST) tests/deploy
 
-lint: sync lint-deploy ## ruff, formatting, mypy strict, the import contracts and the deployment configs
+lint: sync lint-deploy ## ruff, formatting, mypy strict, the import contracts, the library adapters' contracts (Redis) and the deployment configs
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy
 	$(UV) run --frozen lint-imports
+	$(PYTEST) tests/contract
 
 fmt: sync ## format and autofix
 	$(UV) run --frozen ruff format .

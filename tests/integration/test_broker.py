@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from dramatiq.brokers.redis import RedisBroker
 
-from herald.core.broker import SEND_BATCH_MAX, SEND_QUEUE, enqueue_sends, wake_key
+from herald.core.adapters.dramatiq import queue_keys
+from herald.core.broker import SEND_BATCH_MAX, SEND_QUEUE, enqueue_sends
+
+
+def wake_key(namespace: str) -> str:
+    return queue_keys(namespace, SEND_QUEUE).wake
 
 
 def test_enqueued_sends_leave_one_wake_token_however_many_batches(broker: RedisBroker) -> None:

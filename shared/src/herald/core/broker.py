@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 from uuid import uuid4
 
 import dramatiq
 import redis
-from dramatiq.broker import Consumer, MessageProxy
-from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.common import current_millis
-from dramatiq.errors import ConnectionClosed
+from dramatiq.brokers.redis import RedisBroker
 from dramatiq.message import Message
-from dramatiq.middleware import Retries
-from redis.exceptions import NoScriptError
 
+from herald.core.adapters import dramatiq as adapter
+from herald.core.adapters.dramatiq import PollingBroker, dispatch_pipelined
+from herald.core.retries import RetryPolicy
 from herald.core.settings import Settings
 
 SEND_QUEUE = "send"
@@ -27,8 +24,6 @@ SEND_ACTOR = "send_message"
 SEND_BATCH_ACTOR = "send_messages"
 # Most ids one send_messages carries: a stopping worker hands back those it has not started.
 SEND_BATCH_MAX = 64
-# How often an idle worker looks for retries whose backoff is over (see PollingBroker).
-DELAY_POLL_MS = 100
 
 
 def make_redis(settings: Settings) -> redis.Redis[bytes]:
@@ -38,111 +33,6 @@ def make_redis(settings: Settings) -> redis.Redis[bytes]:
         socket_timeout=settings.redis_socket_timeout,
         socket_connect_timeout=settings.redis_socket_timeout,
     )
-
-
-def wake_key(namespace: str) -> str:
-    """The list whose token wakes an idle send consumer (see PollingBroker)."""
-    return f"{namespace}:{SEND_QUEUE}.wake"
-
-
-class PollingBroker(RedisBroker):
-    """Dramatiq's Redis broker, woken by new sends instead of polling for them.
-
-    Dramatiq's Redis consumer only polls: an idle one sleeps up to worker_timeout (default 1 s)
-    between fetches, and the same setting decides how often every worker thread wakes, so a
-    short poll for fast delivery costs CPU all day. Here enqueue_sends also pushes a token on a
-    wake list, and an idle send consumer waits on that list (BLPOP) for up to poll_ms: a new
-    message is fetched within a round trip, and an idle worker costs a Lua call per poll_ms.
-    What arrives without a token (Dramatiq's own re-enqueue of a retry whose backoff is over)
-    waits for the next poll. The delay queue's consumer (retries waiting out a backoff of at
-    least HERALD_MIN_BACKOFF_MS) polls every DELAY_POLL_MS.
-    """
-
-    def __init__(self, *, poll_ms: int, **options: Any) -> None:
-        super().__init__(**options)  # type: ignore[no-untyped-call]  # Dramatiq is untyped here
-        self.poll_ms = poll_ms
-        # Acks noted but not yet sent, by queue. Kept here, not in a consumer: after a Redis
-        # error Dramatiq makes a new consumer, which sends what the old one could not.
-        self.pending_acks: dict[str, list[str]] = {}
-        self.pending_acks_lock = threading.Lock()
-
-    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
-        if queue_name.endswith(".DQ"):
-            return _AckingConsumer(self, queue_name, prefetch, min(timeout, DELAY_POLL_MS))
-        return _AckingConsumer(self, queue_name, prefetch, min(timeout, self.poll_ms), wake=True)
-
-
-class _AckingConsumer(_RedisConsumer):
-    """Dramatiq's Redis consumer, acknowledging in batches.
-
-    Dramatiq acknowledges each message with its own Redis round trip, from the worker thread
-    that processed it. Here a worker thread only notes the ack; the consumer thread sends all
-    the noted acks in one pipeline before each fetch, and when it closes (after the worker
-    threads stopped). Acks that Redis did not take (an error or a timeout) stay noted on the
-    broker for the next flush, by this consumer or the one Dramatiq makes after the error: a
-    lost ack would leave its message in this live worker's ack set for good, counted as held.
-    An ack lost with a killed process only means Dramatiq delivers that message again after
-    its heartbeat timeout, and the claim turns the copy away.
-    """
-
-    def __init__(
-        self,
-        broker: PollingBroker,
-        queue_name: str,
-        prefetch: int,
-        timeout: int,
-        wake: bool = False,
-    ) -> None:
-        # Woken by a token, Dramatiq's own sleep after an empty fetch is cut to at most 1 ms.
-        sleep_ms = 1 if wake else timeout
-        super().__init__(broker, queue_name, prefetch, sleep_ms)  # type: ignore[no-untyped-call]
-        # Below the client's socket timeout, so a wait is never taken for a dead Redis.
-        socket_timeout = broker.client.connection_pool.connection_kwargs.get("socket_timeout")
-        self._wait_s = min(timeout / 1000, (socket_timeout or 1.0) / 2)
-        self._wake = wake_key(broker.namespace) if wake else None
-        self._broker = broker
-
-    def ack(self, message: MessageProxy) -> None:
-        with self._broker.pending_acks_lock:
-            acks = self._broker.pending_acks.setdefault(self.queue_name, [])
-            acks.append(message.options["redis_message_id"])
-        self.queued_message_ids.discard(message.message_id)
-
-    def flush_acks(self) -> None:
-        with self._broker.pending_acks_lock:
-            acks = self._broker.pending_acks.pop(self.queue_name, [])
-        if not acks:
-            return
-        try:
-            dispatch_pipelined(self.broker, "ack", self.queue_name, [[ack] for ack in acks])
-        except redis.RedisError as error:  # a timeout as much as a broken connection
-            with self._broker.pending_acks_lock:
-                # Sent with the next flush, once Redis is back (an ack sent twice is a no-op).
-                self._broker.pending_acks.setdefault(self.queue_name, [])[:0] = acks
-            raise ConnectionClosed(error) from None  # type: ignore[no-untyped-call]
-
-    def __next__(self) -> MessageProxy | None:
-        self.flush_acks()
-        message: MessageProxy | None = super().__next__()  # type: ignore[no-untyped-call]
-        if message is None and self._wake is not None:
-            try:
-                self.broker.client.blpop([self._wake], timeout=self._wait_s)
-            except redis.ConnectionError as error:
-                raise ConnectionClosed(error) from None  # type: ignore[no-untyped-call]
-        return message
-
-    def close(self) -> None:
-        """Send the last acks, and hand back what was fetched but never given to a worker.
-
-        Dramatiq requeues its work queue on shutdown but not the consumer's prefetch cache:
-        those messages would wait in this worker's ack set for its heartbeat to expire.
-        """
-        try:
-            self.flush_acks()
-            cached, self.message_cache = self.message_cache, []
-            self.requeue([MessageProxy(Message.decode(data)) for data in cached if data])  # type: ignore[no-untyped-call]
-        finally:
-            super().close()
 
 
 class CountedIds(dramatiq.Middleware):
@@ -155,7 +45,8 @@ class CountedIds(dramatiq.Middleware):
 
     def before_enqueue(self, broker: dramatiq.Broker, message: Message[Any], delay: Any) -> None:
         if message.actor_name == SEND_BATCH_ACTOR:
-            message.options["redis_message_id"] = counted_id(len(message.args[0]))
+            # RedisBroker.enqueue drew a fresh id just before: this one replaces it.
+            adapter.name_in_redis(message, counted_id(len(message.args[0])))
 
 
 def make_broker(settings: Settings) -> PollingBroker:
@@ -164,14 +55,7 @@ def make_broker(settings: Settings) -> PollingBroker:
         poll_ms=settings.sender_poll_ms,
         client=make_redis(settings),
         namespace=settings.redis_namespace,
-        middleware=[
-            Retries(
-                max_retries=settings.max_retries,
-                min_backoff=settings.min_backoff_ms,
-                max_backoff=settings.max_backoff_ms,
-            ),
-            CountedIds(),
-        ],
+        middleware=[RetryPolicy.from_settings(settings).middleware(), CountedIds()],
     )
     broker.declare_queue(SEND_QUEUE)
     return broker
@@ -215,8 +99,9 @@ def enqueue_sends(broker: RedisBroker, message_ids: list[str]) -> None:
             options={},
         )  # fmt: skip
         broker.emit_before("enqueue", message, None)  # CountedIds names it
-        arguments.append([message.options["redis_message_id"], message.encode()])
-    dispatch_pipelined(broker, "enqueue", SEND_QUEUE, arguments, wake=wake_key(broker.namespace))
+        arguments.append([adapter.redis_message_id(message), message.encode()])
+    wake = adapter.queue_keys(broker.namespace, SEND_QUEUE).wake
+    dispatch_pipelined(broker, "enqueue", SEND_QUEUE, arguments, wake=wake)
 
 
 def dead_letter(broker: RedisBroker, message_id: str) -> None:
@@ -225,12 +110,9 @@ def dead_letter(broker: RedisBroker, message_id: str) -> None:
     For an id of a send_messages batch that failed for good: the batch's Dramatiq message
     itself succeeded (its other ids were sent), so it is not the one to dead-letter.
     """
-    message = _send_message(message_id, {"redis_message_id": str(uuid4())})
-    dead = f"{broker.namespace}:{SEND_QUEUE}.XQ"
-    with broker.client.pipeline(transaction=True) as pipe:
-        pipe.zadd(dead, {message.options["redis_message_id"]: current_millis()})
-        pipe.hset(f"{dead}.msgs", message.options["redis_message_id"], message.encode())
-        pipe.execute()
+    message = _send_message(message_id, {})
+    adapter.name_in_redis(message, str(uuid4()))
+    adapter.dead_letter(broker, message)
 
 
 # How many ids the Redis message ids of a set, or of a page of a list, stand for (counted_id).
@@ -265,49 +147,6 @@ def ids_held(client: redis.Redis[bytes], key: str, kind: str = "list") -> int:
         total, start = total + int(ids), start + int(got)
         if got < _PAGE:
             return total
-
-
-def dispatch_pipelined(
-    broker: RedisBroker,
-    command: str,
-    queue_name: str,
-    arguments: list[list[Any]],
-    wake: str | None = None,
-) -> None:
-    """Run Dramatiq's dispatch script once per argument list, in one pipeline (one round trip).
-
-    wake: a wake list (see PollingBroker) to leave one token on, in the same round trip.
-
-    The script and its leading arguments are Dramatiq's own (its version is pinned in uv.lock;
-    the end-to-end tests run real workers on what this writes).
-    """
-    if not arguments:
-        return
-    dispatch = broker.scripts["dispatch"]
-    unpack_size = broker._max_unpack_size()  # type: ignore[no-untyped-call]  # untyped
-    leading = [
-        command, current_millis(), queue_name, broker.broker_id, broker.heartbeat_timeout,
-        broker.dead_message_ttl, broker._should_do_maintenance(command), unpack_size,
-    ]  # fmt: skip
-    try:
-        _run_dispatches(broker, dispatch.sha, leading, arguments, wake)  # type: ignore[union-attr]
-    except NoScriptError:  # Redis restarted empty: load the script again, once
-        dispatch.sha = broker.client.script_load(dispatch.script)  # type: ignore[union-attr]
-        _run_dispatches(broker, dispatch.sha, leading, arguments, wake)  # type: ignore[union-attr]
-
-
-def _run_dispatches(
-    broker: RedisBroker, sha: str, leading: list[Any], arguments: list[list[Any]], wake: str | None
-) -> None:
-    # EVALSHA directly: a pipelined Script object would ask SCRIPT EXISTS on every execute.
-    with broker.client.pipeline(transaction=False) as pipe:
-        for args in arguments:
-            pipe.evalsha(sha, 1, broker.namespace, *leading, *args)
-        if wake is not None:
-            # One token is enough (a woken worker fetches all it may): the list never grows.
-            pipe.rpush(wake, 1)
-            pipe.ltrim(wake, 0, 0)
-        pipe.execute()
 
 
 def ping_redis(broker: RedisBroker) -> None:

@@ -11,6 +11,7 @@ import time
 import redis
 from sqlalchemy import Engine, func, select
 
+from herald.core.adapters.dramatiq import ETA_LUA_PATTERN, heartbeats, held_sets, queue_keys
 from herald.core.broker import SEND_QUEUE, ids_held
 from herald.core.metrics import BacklogMetrics
 from herald.core.statuses import PENDING, Status
@@ -29,18 +30,18 @@ QUEUE_STATES = ("waiting", "in_progress", "delayed", "lost", "orphaned", "dead")
 # whose eta is after the cutoff, still waiting in that worker's memory. Lost: one whose eta is
 # long past (a live worker forwards a due retry within DELAY_POLL_MS) or whose body is gone:
 # the worker dropped it (Dramatiq empties its delay queue on a Redis connection error) or
-# forwarded it without its ack reaching Redis. Dramatiq's messages are compact JSON.
+# forwarded it without its ack reaching Redis.
 _SPLIT_DELAYED = """
 local due, lost = 0, 0
 local cutoff = tonumber(ARGV[1])
 for i = 2, #ARGV do
     local ids = tonumber(string.match(ARGV[i], '%.(%d+)$')) or 1
     local data = redis.call('hget', KEYS[1], ARGV[i])
-    local eta = data and tonumber(string.match(data, '"eta":(%d+)'))
+    local eta = data and tonumber(string.match(data, 'ETA_PATTERN'))
     if eta and eta >= cutoff then due = due + ids else lost = lost + ids end
 end
 return {due, lost}
-"""
+""".replace("ETA_PATTERN", ETA_LUA_PATTERN)
 _SCAN_PAGE = 1_000
 
 
@@ -73,30 +74,23 @@ def queue_depth(
     heartbeating (Dramatiq puts them back in the queue after its heartbeat timeout); dead: the
     dead-letter set.
     """
-    prefix = f"{namespace}:"
+    keys = queue_keys(namespace, queue)
     depth = dict.fromkeys(QUEUE_STATES, 0)
-    depth["waiting"] = ids_held(client, prefix + queue)
-    depth["delayed"] = ids_held(client, f"{prefix}{queue}.DQ")
-    depth["dead"] = ids_held(client, f"{prefix}{queue}.XQ", "zset")
-    beats = dict(client.zrange(f"{prefix}__heartbeats__", 0, -1, withscores=True))
+    depth["waiting"] = ids_held(client, keys.queue)
+    depth["delayed"] = ids_held(client, keys.delayed)
+    depth["dead"] = ids_held(client, keys.dead, "zset")
+    beats = heartbeats(client, namespace)
     now_ms = time.time() * 1000
     cutoff_ms = int(now_ms - lost_after_s * 1000)
-    acks = f"{prefix}__acks__."
-    for key in client.scan_iter(match=f"{acks}*", count=1000):
-        name = key.decode()
-        for suffix in (f".{queue}.DQ", f".{queue}"):
-            if not name.endswith(suffix):
-                continue
-            worker = name[len(acks) : -len(suffix)].encode()
-            if now_ms - beats.get(worker, 0) >= STALE_WORKER_MS:
-                depth["orphaned"] += ids_held(client, name, "set")
-            elif suffix == f".{queue}":
-                depth["in_progress"] += ids_held(client, name, "set")
-            else:
-                due, lost = _split_delayed(client, name, f"{prefix}{queue}.DQ.msgs", cutoff_ms)
-                depth["delayed"] += due
-                depth["lost"] += lost
-            break
+    for worker, delayed, key in held_sets(client, namespace, queue):
+        if now_ms - beats.get(worker, 0) >= STALE_WORKER_MS:
+            depth["orphaned"] += ids_held(client, key, "set")
+        elif not delayed:
+            depth["in_progress"] += ids_held(client, key, "set")
+        else:
+            due, lost = _split_delayed(client, key, keys.delayed_messages, cutoff_ms)
+            depth["delayed"] += due
+            depth["lost"] += lost
     return depth
 
 

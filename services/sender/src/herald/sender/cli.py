@@ -7,7 +7,6 @@ import sys
 import tempfile
 
 from dramatiq import cli as dramatiq_cli
-from dramatiq import worker as dramatiq_worker
 
 from herald.core.db import session_settings
 from herald.core.logs import configure_logging
@@ -50,11 +49,6 @@ def main(argv: list[str] | None = None) -> None:
         session_settings(settings)
     except ValueError as error:
         parser.error(str(error))
-    # Queue messages a worker process holds unacknowledged: one per thread. Dramatiq's default
-    # is twice the threads; a queue message of a batch carries up to SEND_BATCH_MAX ids, so the
-    # first process to fetch would hold most of a backlog while the others, and any pod the HPA
-    # adds, had nothing to take. Dramatiq reads this when each forked worker makes its Worker.
-    dramatiq_worker.QUEUE_PREFETCH = args.threads
     with tempfile.TemporaryDirectory(prefix="herald-metrics-") as metrics_dir:
         use_multiprocess_dir(settings, metrics_dir)
         # Dramatiq's CLI module is untyped.

@@ -25,7 +25,6 @@ from typing import Any
 import dramatiq
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.common import compute_backoff
 from redis.exceptions import RedisError
 
 from herald.core import transitions
@@ -33,6 +32,7 @@ from herald.core.batching import AsyncBatcher
 from herald.core.broker import dead_letter, enqueue_send, enqueue_sends
 from herald.core.connections import AsyncDirectConnection
 from herald.core.metrics import SenderMetrics
+from herald.core.retries import RetryPolicy
 from herald.core.settings import Settings
 from herald.core.statuses import Status
 from herald.core.transitions import Claimed
@@ -65,7 +65,7 @@ class Delivery:
         provider: Provider,
         metrics: SenderMetrics,
     ) -> None:
-        self._settings = settings
+        self._policy = RetryPolicy.from_settings(settings)
         self._broker = broker
         self._provider = provider
         self._metrics = metrics
@@ -148,15 +148,10 @@ class Delivery:
 
     async def _go_on_alone(self, message_id: str, error: DeliveryError) -> None:
         """A batch's failed id: its first retry as a single send, or its dead letter."""
-        s = self._settings
         try:
             if isinstance(error, TransientError):  # not the last attempt (_after_transient)
                 # What Retries would do after a single send's first failure.
-                delay = error.retry_after_ms
-                if delay is None:
-                    _, delay = compute_backoff(
-                        0, factor=s.min_backoff_ms, max_backoff=s.max_backoff_ms
-                    )
+                delay = self._policy.first_retry_delay_ms(error.retry_after_ms)
                 await asyncio.to_thread(enqueue_send, self._broker, message_id, delay, retries=1)
             else:
                 await asyncio.to_thread(dead_letter, self._broker, message_id)
@@ -198,7 +193,7 @@ class Delivery:
         # The row counts the attempts, not the queue message: one the sweeper enqueued again
         # carries no retries, and counting those would start the budget over each time. Only
         # an operator's manual retry starts it over (Claimed.attempt).
-        if claimed.attempt > self._settings.max_retries:
+        if self._policy.is_last(claimed.attempt):
             await self._fail(claimed.id, str(error))
             return RetriesExhausted(str(error))
         log.info("retrying: %s", error, extra=_ids(claimed.id))

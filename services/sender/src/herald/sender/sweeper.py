@@ -27,6 +27,7 @@ from herald.core.broker import SEND_QUEUE, enqueue_sends, make_broker
 from herald.core.db import DatabaseUnavailable, make_engine, session_settings, watched_conninfo
 from herald.core.logs import configure_logging
 from herald.core.metrics import BacklogMetrics, backlog_metrics
+from herald.core.retries import RetryPolicy
 from herald.core.settings import Settings
 from herald.core.statuses import Status
 from herald.sender import backlog
@@ -87,6 +88,7 @@ class Sweeper:
 
     def __init__(self, settings: Settings, engine: Engine, broker: RedisBroker) -> None:
         self._settings = settings
+        self._policy = RetryPolicy.from_settings(settings)
         self._engine = engine
         self._broker = broker
 
@@ -125,7 +127,7 @@ class Sweeper:
             if limit > 0:
                 lost = transitions.touch_unsent(conn, (Status.QUEUED,), s.stuck_after, limit)
                 # A retrying row legitimately waits out its backoff first.
-                late = s.stuck_after + s.max_backoff_ms / 1000
+                late = self._policy.retry_lost_after_s(s.stuck_after)
                 lost += transitions.touch_unsent(conn, (Status.RETRYING,), late, limit)
             # A claim older than any provider call can last: its worker is gone.
             dead = s.stuck_after + s.provider_timeout

@@ -6,12 +6,10 @@ the process that uses them.
 
 from __future__ import annotations
 
-import signal
-from types import FrameType
-
 import dramatiq
 from dramatiq.middleware.asyncio import AsyncIO
 
+from herald.core.adapters.dramatiq import PrefetchPerThread, graceful_stop_only
 from herald.core.broker import SEND_ACTOR, SEND_BATCH_ACTOR, SEND_QUEUE, make_broker
 from herald.core.logs import configure_logging
 from herald.core.metrics import sender_metrics
@@ -55,6 +53,11 @@ def build(settings: Settings) -> tuple[dramatiq.Broker, Delivery]:
     broker = make_broker(settings)
     # The event loop thread each worker process runs its deliveries on (see delivery.py).
     broker.add_middleware(AsyncIO())
+    # Queue messages a worker process holds unacknowledged: one per thread. Dramatiq's default
+    # is twice the threads; a queue message of a batch carries up to SEND_BATCH_MAX ids, so the
+    # first process to fetch would hold most of a backlog while the others, and any pod the HPA
+    # adds, had nothing to take.
+    broker.add_middleware(PrefetchPerThread(1))
     metrics = sender_metrics()
     # Every write goes through a batcher (four kinds), one batch each at a time, each on its
     # own connection: four connections serve any number of threads.
@@ -64,31 +67,10 @@ def build(settings: Settings) -> tuple[dramatiq.Broker, Delivery]:
     return broker, delivery
 
 
-def _stop_once_on_sigterm() -> None:
-    """Make a repeated SIGTERM mean what the first one did: finish in-flight sends, then stop.
-
-    Dramatiq kills a worker on its second SIGTERM. Process managers that signal the whole
-    process group (honcho, systemd) deliver two at once: their own, and the one Dramatiq's main
-    process forwards. The stop stays bounded by --worker-shutdown-timeout.
-    """
-    dramatiq_handler = signal.getsignal(signal.SIGTERM)
-    if not callable(dramatiq_handler):
-        return
-    stopping = False
-
-    def first_only(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        if not stopping:
-            stopping = True
-            dramatiq_handler(signum, frame)
-
-    signal.signal(signal.SIGTERM, first_only)
-
-
 def setup() -> None:
     """Build Settings once for this process and make its broker Dramatiq's (the only set_broker)."""
     settings = Settings()
     configure_logging(settings, "sender")
     broker, _ = build(settings)
     dramatiq.set_broker(broker)
-    _stop_once_on_sigterm()
+    graceful_stop_only()
