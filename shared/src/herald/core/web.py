@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import json
 import logging
-import socket
 import tempfile
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -15,11 +14,11 @@ import falcon
 import falcon.asgi
 import orjson
 from falcon.util import wrap_sync_to_async_unsafe
-from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 from gunicorn.http.errors import InvalidHeader, ParseException
 from pydantic import ValidationError
 
+from herald.core.adapters.gunicorn import answer_errors_with
 from herald.core.db import DatabaseUnavailable
 from herald.core.health import ALIVE, HEALTH_PATH, READY_PATH, Check, readiness
 from herald.core.idempotency import IDEMPOTENCY_KEY_HEADER, INVALID_KEY_DESCRIPTION
@@ -72,21 +71,15 @@ def _malformed_body(
 
 
 # gunicorn answers what never reaches the app (a bad request line, headers too large, a
-# malformed header) itself, as HTML. Herald's contract makes every error JSON; gunicorn has no
-# setting for it, so its one error writer is replaced in the serving processes (see serve()).
+# malformed header) itself; Herald's contract makes every error JSON (see serve()).
 _BAD_KEY = str(InvalidHeader(IDEMPOTENCY_KEY_HEADER.upper()))
 
 
-def _write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
+def _json_error_answer(status_int: int, reason: str, mesg: str) -> tuple[int, str, bytes]:
     if status_int == 400 and mesg == _BAD_KEY:
         # A control character in the key: gunicorn refuses the header, the contract says 422.
         status_int, reason, mesg = 422, "Unprocessable Entity", INVALID_KEY_DESCRIPTION
-    body = json.dumps({"title": reason, "description": mesg or reason}).encode()
-    head = (
-        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
-        f"Content-Type: {falcon.MEDIA_JSON}\r\nContent-Length: {len(body)}\r\n\r\n"
-    )
-    gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
+    return status_int, reason, json.dumps({"title": reason, "description": mesg or reason}).encode()
 
 
 def _database_unavailable(
@@ -221,7 +214,7 @@ def serve(
     measurements against gthread (docs/performance.md): no OS thread switch or GIL hand-off
     per request to meet the batch writer.
     """
-    gunicorn_util.write_error = _write_json_error
+    answer_errors_with(_json_error_answer, falcon.MEDIA_JSON)
     with tempfile.TemporaryDirectory(prefix="herald-metrics-") as metrics_dir:
         use_multiprocess_dir(settings, metrics_dir)
         options: dict[str, Any] = {
