@@ -21,9 +21,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
-    values,
 )
 
+from herald.core.adapters.prometheus import choose_value_storage
 from herald.core.settings import Settings
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -33,7 +33,7 @@ def use_multiprocess_dir(settings: Settings, path: str) -> None:
     """Make metrics created from now on (here and in forked children) write to files in path."""
     settings.export_metrics_dir(path)
     # prometheus-client picks its value storage once, at import; pick again now the dir is known.
-    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    choose_value_storage()
 
 
 def mark_dead(pid: int) -> None:
