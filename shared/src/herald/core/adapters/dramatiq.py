@@ -12,6 +12,7 @@ against the installed Dramatiq by tests/contract/test_dramatiq_adapter.py:
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from collections.abc import Iterator
@@ -275,11 +276,16 @@ class PrefetchPerThread(dramatiq.Middleware):
 
 
 def graceful_stop_only() -> None:
-    """Make a repeated SIGTERM mean what the first one did: finish in-flight sends, then stop.
+    """In a worker process: every SIGTERM or SIGHUP means the first one's graceful stop.
 
-    Dramatiq kills a worker on its second SIGTERM. Process managers that signal the whole
-    process group (honcho, systemd) deliver two at once: their own, and the one Dramatiq's main
-    process forwards. The stop stays bounded by --worker-shutdown-timeout.
+    Dramatiq's handler stops the worker on the first signal and raises SystemExit on the next,
+    wherever the main thread is. That skips the rest of Worker.stop: the event loop thread (not
+    a daemon) is never stopped, the consumers go on fetching, and the process waits for that
+    thread forever. Process managers that signal the whole group deliver two at once (their
+    own, and the one Dramatiq's main process forwards), and the first may come before setup()
+    installs this: Dramatiq's handler may then have had one already, so its SystemExit is
+    swallowed here. The stop stays bounded by --worker-shutdown-timeout and, past that, by
+    herald.core.lifetime.exit_within.
     """
     dramatiq_handler = signal.getsignal(signal.SIGTERM)
     if not callable(dramatiq_handler):
@@ -288,8 +294,13 @@ def graceful_stop_only() -> None:
 
     def first_only(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
-        if not stopping:
-            stopping = True
+        if stopping:
+            return
+        stopping = True
+        # SystemExit: Dramatiq counted an earlier signal, so it is stopping already.
+        with contextlib.suppress(SystemExit):
             dramatiq_handler(signum, frame)
 
-    signal.signal(signal.SIGTERM, first_only)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is dramatiq_handler:
+            signal.signal(signum, first_only)
