@@ -8,14 +8,41 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]  # psutil ships no type hints
+import pytest
 
 from herald.core.settings import Settings
-from tests.stack import launch, wait_for
+from tests.stack import BIN, HTTP, Stack, launch, running_stack, wait_for
+
+# Runs argv in a new session (its own process group), its output through a pipe that only
+# this parent reads and copies to its own stdout: kill the parent, and the pipe's reader is gone.
+PARENT = """
+import subprocess, sys
+child = subprocess.Popen(
+    sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+)
+for line in child.stdout:
+    sys.stdout.buffer.write(line)
+    sys.stdout.flush()
+"""
+
+
+@pytest.fixture
+def idle_stack(settings: Settings) -> Iterator[Stack]:
+    with running_stack(settings, sender=False) as stack:
+        yield stack
+
+
+def _sender_args(threads: int) -> list[str]:
+    return [str(BIN / "herald-sender"), "--processes", "2", "--threads", str(threads)]
 
 
 def _exited(pid: int) -> bool:
@@ -55,6 +82,55 @@ def _assert_group_stops(pgid: int, took: float, bound: float) -> None:
         assert _running_in_group(pgid) == []
     finally:
         _kill_group(pgid)
+
+
+def _post(stack: Stack, body: str) -> str:
+    answer = HTTP.post(f"{stack.api}/messages", json={"destination": "+15550100", "body": body})
+    assert answer.status_code == 202, answer.text
+    message_id: str = answer.json()["id"]
+    return message_id
+
+
+def _delivered(stack: Stack) -> int:
+    unique: int = HTTP.get(f"{stack.provider}/stats").json()["unique"]
+    return unique
+
+
+def test_a_sender_whose_parent_was_killed_stops_in_time_and_loses_nothing(
+    idle_stack: Stack, tmp_path: Path
+) -> None:
+    stack, settings = idle_stack, idle_stack.settings
+    answer = HTTP.put(f"{stack.provider}/config", json={"latency_ms": 100})
+    assert answer.status_code == 200, answer.text
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda n: _post(stack, f"m{n}"), range(600)))
+    # DEBUG: Dramatiq logs each message several times, far more than a pipe holds (64 KiB).
+    env = settings.child_environment(HERALD_LOG_LEVEL="DEBUG")
+    with (tmp_path / "parent.log").open("wb") as log:
+        parent = subprocess.Popen(
+            [sys.executable, "-c", PARENT, *_sender_args(threads=4)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    sender = None
+    try:
+        sender = wait_for(lambda: psutil.Process(parent.pid).children(), 20, "the sender")[0]
+        wait_for(lambda: _delivered(stack) >= 20, 60, "the first deliveries")
+        parent.kill()  # the sender's output now has no reader
+        parent.wait()
+        before = _delivered(stack)
+        # Far past a full pipe: a sender that no longer drains its workers' logs stalls here.
+        wait_for(lambda: _delivered(stack) >= before + 100, 30, "deliveries after the parent")
+        started = time.monotonic()
+        sender.send_signal(signal.SIGTERM)  # the main process only, as Kubernetes does
+        took = _stop_time(sender.pid, started, settings.provider_timeout + 10)
+        _assert_group_stops(sender.pid, took, settings.provider_timeout + 5)
+    finally:
+        _kill_group(parent.pid)
+        if sender is not None:
+            _kill_group(sender.pid)
+        parent.wait()
+    statuses = {stack.status_of(message_id) for message_id in ids}
+    assert statuses <= {"sent", "queued"}  # in-flight sends finished, nothing claimed is left
 
 
 def test_a_sigterm_to_the_group_while_its_workers_boot_still_stops_it(

@@ -9,12 +9,17 @@ import tempfile
 from dramatiq import cli as dramatiq_cli
 
 from herald.core.db import session_settings
+from herald.core.lifetime import exit_within, tolerate_lost_output
 from herald.core.logs import configure_logging
 from herald.core.metrics import use_multiprocess_dir
 from herald.core.settings import Settings
 
 # Seconds past the provider timeout that a stopping worker allows its in-flight sends.
 SHUTDOWN_MARGIN = 2.0
+# Seconds past the provider timeout by which every process of the sender has ended after its
+# stop signal, whatever it was doing (herald.core.lifetime): inside the deployables' bound of
+# HERALD_PROVIDER_TIMEOUT + 5 s, and after the graceful stop's own.
+DEADLINE_MARGIN = 4.5
 
 
 def _dramatiq_args(settings: Settings, processes: int, threads: int) -> list[str]:
@@ -42,6 +47,9 @@ def main(argv: list[str] | None = None) -> None:
         help="worker threads per process (default %(default)s)",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    # This process relays its workers' logs: with its parent gone, a relay that stopped at the
+    # first EPIPE would leave the workers blocked on full pipes, never stopping.
+    tolerate_lost_output()
     configure_logging(settings, "sender")
     try:
         # The sweeper builds its session engine in a fork process, whose death Dramatiq does
@@ -49,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         session_settings(settings)
     except ValueError as error:
         parser.error(str(error))
+    exit_within(settings.provider_timeout + DEADLINE_MARGIN)
     with tempfile.TemporaryDirectory(prefix="herald-metrics-") as metrics_dir:
         use_multiprocess_dir(settings, metrics_dir)
         # Dramatiq's CLI module is untyped.

@@ -25,6 +25,7 @@ from sqlalchemy import Engine
 from herald.core import idempotency, transitions
 from herald.core.broker import SEND_QUEUE, enqueue_sends, make_broker
 from herald.core.db import DatabaseUnavailable, make_engine, session_settings, watched_conninfo
+from herald.core.lifetime import stop_event
 from herald.core.logs import configure_logging
 from herald.core.metrics import BacklogMetrics, backlog_metrics
 from herald.core.retries import RetryPolicy
@@ -167,15 +168,25 @@ class Sweeper:
 
 
 def run() -> None:
-    """Dramatiq fork function: lead (or wait to), promote, sweep and measure until stopped."""
+    """Dramatiq fork function: lead (or wait to), promote, sweep and measure until SIGTERM."""
     settings = Settings()
     configure_logging(settings, "sweeper")
     engine = make_engine(settings, pool_size=1)
     broker = make_broker(settings)
-    cycle = Cycle(settings, Leadership(settings), Sweeper(settings, engine, broker))
-    while True:
-        if not cycle.run():
-            time.sleep(PROMOTE_EVERY)
+    leadership = Leadership(settings)
+    cycle = Cycle(settings, leadership, Sweeper(settings, engine, broker))
+    # Stop between cycles, not by Dramatiq's SystemExit in the middle of one: rows promoted
+    # but not yet enqueued would wait for a sweep past HERALD_STUCK_AFTER.
+    stop = stop_event()
+    try:
+        while not stop.is_set():
+            if not cycle.run():
+                stop.wait(PROMOTE_EVERY)
+    finally:
+        leadership.release()
+        engine.dispose()
+        broker.close()
+    log.info("sweeper: stopped")
 
 
 class Cycle:
