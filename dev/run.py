@@ -2,14 +2,14 @@
 
 Uses the PostgreSQL and Redis that HERALD_DATABASE_URL and HERALD_REDIS_URL point at when they
 answer; otherwise starts embedded ones (data in `.herald-dev/` at the repository root) and stops
-them again when the deployables exit. Ctrl-C or SIGTERM stops everything.
+them again when the deployables exit. Ctrl-C, SIGTERM or the end of its parent stops
+everything.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -19,20 +19,23 @@ from types import FrameType
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit, urlunsplit
 
-import honcho.manager
 import psycopg
 import redis
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-# Run as a script, dev/ is on sys.path and its sibling module is `embedded`; mypy, which checks
-# dev/ from the repository root, knows the same file as `dev.embedded`.
+from herald.core.lifetime import watch_parent
+
+# Run as a script, dev/ is on sys.path and its sibling modules are `embedded` and
+# `honcho_adapter`; mypy, which checks dev/ from the repository root, knows them as `dev.*`.
 if TYPE_CHECKING:
     from dev.devkey import dev_key
     from dev.embedded import EmbeddedError, EmbeddedPostgres, EmbeddedRedis
+    from dev.honcho_adapter import add_process, make_manager
 else:
     from devkey import dev_key
     from embedded import EmbeddedError, EmbeddedPostgres, EmbeddedRedis
+    from honcho_adapter import add_process, make_manager
 
 REPO: Final = Path(__file__).resolve().parents[1]
 DEV_DATA: Final = REPO / ".herald-dev"
@@ -190,12 +193,13 @@ def announce_key(env: dict[str, str]) -> None:
 
 
 def run_processes(env: dict[str, str]) -> int:
-    """Run PROCESSES under honcho until one exits or we get SIGINT/SIGTERM; its exit code."""
-    honcho.manager.KILL_WAIT = KILL_WAIT_SECONDS  # a module global, read by Manager.loop
-    manager = honcho.manager.Manager()
+    """Run PROCESSES under honcho until one exits or we get SIGINT/SIGTERM; its exit code.
+
+    They end with this process, even killed (SIGKILL): see honcho_adapter.
+    """
+    manager = make_manager(KILL_WAIT_SECONDS)
     for name, (script, *args) in PROCESSES.items():
-        command = shlex.join([str(BIN / script), *args])
-        manager.add_process(name, command, env=env, cwd=str(REPO))
+        add_process(manager, name, [str(BIN / script), *args], env=env, cwd=str(REPO))
     # honcho handles SIGINT and SIGTERM from here on (and still does while we clean up after).
     manager.loop()
     return int(manager.returncode or 0)
@@ -208,6 +212,9 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def main() -> int:
     # Until honcho takes over, SIGTERM unwinds like Ctrl-C so embedded servers are stopped.
     signal.signal(signal.SIGTERM, _interrupt)
+    # Whoever started us is gone (a closed terminal, a killed make or supervisor): stop all,
+    # as on SIGTERM, rather than leave the deployables and servers running unattended.
+    watch_parent(signal.SIGTERM)
     try:
         with contextlib.ExitStack() as cleanup:
             env = build_environment(cleanup)
