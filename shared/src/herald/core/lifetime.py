@@ -99,8 +99,9 @@ class _Deadline:
                 break
         time.sleep(self.seconds)
         for child in multiprocessing.active_children():
-            with suppress(OSError):
-                os.kill(child.pid or 0, signal.SIGKILL)
+            if child.pid:  # never 0: that would be the whole process group
+                with suppress(OSError):
+                    os.kill(child.pid, signal.SIGKILL)
         os._exit(OVERDUE)  # no cleanup: a cleanup is what may be stuck
 
 
@@ -108,12 +109,12 @@ _deadline: _Deadline | None = None
 
 
 def exit_within(seconds: float) -> None:
-    """From its first SIGTERM, SIGINT or SIGHUP on, this process ends within seconds, its
-    forked children too; and each process it forks from now on does the same, and gets
-    SIGTERM when this one ends.
+    """This process and each it forks end within seconds of their first stop signal.
 
-    Call it once, from the main thread, before any fork. Past the deadline the process
-    SIGKILLs its multiprocessing children and leaves with os._exit(OVERDUE).
+    A stop signal is SIGTERM, SIGINT or SIGHUP. Past the deadline a process SIGKILLs its
+    multiprocessing children and leaves with os._exit(OVERDUE). Each process forked from now
+    on gets a deadline of its own, and SIGTERM when its parent ends. Call it once, from the
+    main thread, before any fork.
     """
     global _deadline
     if _deadline is None:
