@@ -23,6 +23,8 @@ from dramatiq.worker import ConsumerThread
 
 from herald.core.adapters import dramatiq as adapter
 from herald.core.adapters.dramatiq import PollingBroker, queue_keys
+from herald.core.settings import Settings
+from herald.sender.cli import dramatiq_args
 from tests.conftest import REDIS_URL
 
 QUEUE = "q"
@@ -230,3 +232,22 @@ def test_a_worker_process_handles_stop_signals_as_graceful_stop_only_expects() -
     )
     assert "signal.signal(signal.SIGHUP, termhandler)" in source
     assert "return sys.exit(RET_KILLED)" in source
+
+
+def test_dramatiqs_command_line_reads_the_senders_arguments_as_meant() -> None:
+    parser = dramatiq_cli.make_argument_parser()  # type: ignore[no-untyped-call]
+    parsed = parser.parse_args(dramatiq_args(Settings(provider_timeout=1.5), 2, 3))
+    assert (parsed.broker, parsed.processes, parsed.threads) == ("herald.sender.worker:setup", 2, 3)
+    assert parsed.worker_shutdown_timeout == 3500
+    assert parsed.forks == ["herald.sender.sidecar:serve", "herald.sender.sweeper:run"]
+    assert parsed.skip_logging
+    assert inspect.signature(dramatiq_cli.main).parameters.keys() == {"args"}
+
+
+def test_retried_options_are_what_retries_counts() -> None:
+    retries = Retries(max_retries=1)
+    broker = StubBroker(middleware=[retries])
+    dramatiq.actor(actor_name="a", queue_name=QUEUE, broker=broker)(lambda: None)
+    message = MessageProxy(_message(**adapter.retried(1)))
+    retries.after_process_message(broker, message, exception=ValueError())  # type: ignore[no-untyped-call]
+    assert message.failed  # its one retry was spent already

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import logging
 import socket
@@ -10,7 +11,9 @@ from importlib.metadata import version
 
 import pytest
 from gunicorn import util
-from gunicorn.http.errors import InvalidRequestLine
+from gunicorn.config import Config
+from gunicorn.http.errors import InvalidHeader, InvalidRequestLine
+from gunicorn.http.parser import RequestParser
 from gunicorn.workers.base import Worker
 from gunicorn.workers.ggevent import GeventWorker
 
@@ -51,3 +54,11 @@ def test_a_workers_error_answer_is_the_adapters_once_installed(
     assert "Content-Type: application/json" in lines
     assert f"Content-Length: {len(body)}" in lines
     assert json.loads(body)["said"].startswith("Invalid Request Line")
+
+
+def test_a_refused_header_is_named_as_invalid_header_message_says() -> None:
+    raw = b"POST / HTTP/1.1\r\nHost: x\r\nIdempotency-Key: a\x01b\r\nContent-Length: 0\r\n\r\n"
+    parser = RequestParser(Config(), io.BytesIO(raw), ("192.0.2.1", 1))
+    with pytest.raises(InvalidHeader) as refused:
+        next(iter(parser))
+    assert str(refused.value) == adapter.invalid_header_message("Idempotency-Key")

@@ -72,8 +72,7 @@ def enqueue_send(
 ) -> None:
     """Put one send of message_id on SEND_QUEUE (retries: how many it follows); the row must
     already be committed."""
-    options = {"retries": retries} if retries else {}
-    broker.enqueue(_send_message(message_id, options), delay=delay_ms)
+    broker.enqueue(_send_message(message_id, adapter.retried(retries)), delay=delay_ms)
 
 
 def counted_id(ids: int) -> str:

@@ -15,10 +15,10 @@ import falcon.asgi
 import orjson
 from falcon.util import wrap_sync_to_async_unsafe
 from gunicorn.app.base import BaseApplication
-from gunicorn.http.errors import InvalidHeader, ParseException
+from gunicorn.http.errors import ParseException
 from pydantic import ValidationError
 
-from herald.core.adapters.gunicorn import answer_errors_with
+from herald.core.adapters.gunicorn import answer_errors_with, invalid_header_message
 from herald.core.db import DatabaseUnavailable
 from herald.core.health import ALIVE, HEALTH_PATH, READY_PATH, Check, readiness
 from herald.core.idempotency import IDEMPOTENCY_KEY_HEADER, INVALID_KEY_DESCRIPTION
@@ -72,7 +72,7 @@ def _malformed_body(
 
 # gunicorn answers what never reaches the app (a bad request line, headers too large, a
 # malformed header) itself; Herald's contract makes every error JSON (see serve()).
-_BAD_KEY = str(InvalidHeader(IDEMPOTENCY_KEY_HEADER.upper()))
+_BAD_KEY = invalid_header_message(IDEMPOTENCY_KEY_HEADER)
 
 
 def _json_error_answer(status_int: int, reason: str, mesg: str) -> tuple[int, str, bytes]:

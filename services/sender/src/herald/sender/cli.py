@@ -6,8 +6,7 @@ import argparse
 import sys
 import tempfile
 
-from dramatiq import cli as dramatiq_cli
-
+from herald.core.adapters.dramatiq import run_cli
 from herald.core.db import session_settings
 from herald.core.lifetime import exit_within, tolerate_lost_output
 from herald.core.logs import configure_logging
@@ -22,7 +21,8 @@ SHUTDOWN_MARGIN = 2.0
 DEADLINE_MARGIN = 4.5
 
 
-def _dramatiq_args(settings: Settings, processes: int, threads: int) -> list[str]:
+def dramatiq_args(settings: Settings, processes: int, threads: int) -> list[str]:
+    """Dramatiq's command line for these workers, with the sidecar and the sweeper beside them."""
     shutdown_ms = round((settings.provider_timeout + SHUTDOWN_MARGIN) * 1000)
     return [
         "herald.sender.worker:setup",
@@ -60,8 +60,5 @@ def main(argv: list[str] | None = None) -> None:
     exit_within(settings.provider_timeout + DEADLINE_MARGIN)
     with tempfile.TemporaryDirectory(prefix="herald-metrics-") as metrics_dir:
         use_multiprocess_dir(settings, metrics_dir)
-        # Dramatiq's CLI module is untyped.
-        parser = dramatiq_cli.make_argument_parser()  # type: ignore[no-untyped-call]
-        dramatiq_args = parser.parse_args(_dramatiq_args(settings, args.processes, args.threads))
-        code = dramatiq_cli.main(dramatiq_args)  # type: ignore[no-untyped-call]
+        code = run_cli(dramatiq_args(settings, args.processes, args.threads))
     sys.exit(code)

@@ -7,7 +7,8 @@ against the installed Dramatiq by tests/contract/test_dramatiq_adapter.py:
 - that script's leading arguments, run pipelined (enqueue and ack in one round trip);
 - _RedisConsumer, the fetching and caching the acking consumer builds on;
 - RedisBroker.enqueue drawing a fresh redis_message_id before before_enqueue runs;
-- the delay Retries gives a retry, and the worker process's stop signal handler.
+- the delay Retries gives a retry and the option it counts retries in;
+- the CLI's main and options, and the worker process's stop signal handler.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 import dramatiq
 import redis
+from dramatiq import cli
 from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import compute_backoff, current_millis
@@ -90,6 +92,11 @@ def redis_message_id(message: Message[Any] | MessageProxy) -> str:
 def name_in_redis(message: Message[Any], redis_id: str) -> None:
     """Store message under redis_id: from before_enqueue, once RedisBroker drew its own."""
     message.options[_REDIS_ID] = redis_id
+
+
+def retried(times: int) -> dict[str, int]:
+    """Options of a message that Retries treats as already retried `times` times."""
+    return {"retries": times} if times else {}
 
 
 def retries_backoff_ms(retries: Retries, done: int) -> int:
@@ -273,6 +280,12 @@ class PrefetchPerThread(dramatiq.Middleware):
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         worker.queue_prefetch = self._per_thread * worker.worker_threads
+
+
+def run_cli(argv: list[str]) -> int:
+    """Run Dramatiq's command line (`dramatiq ARGV`) in this process; its exit code."""
+    arguments = cli.make_argument_parser().parse_args(argv)  # type: ignore[no-untyped-call]
+    return int(cli.main(arguments))  # type: ignore[no-untyped-call]
 
 
 def graceful_stop_only() -> None:

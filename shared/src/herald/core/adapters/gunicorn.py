@@ -4,8 +4,9 @@ gunicorn answers what never reaches the app (a bad request line, headers too lar
 malformed header) itself, as HTML, through one function, gunicorn.util.write_error(sock,
 status_int, reason, mesg): Worker.handle_error, which every worker class inherits, looks it up
 on the module at each call. There is no setting or hook for the format, so that function is
-replaced; tests/contract/test_gunicorn_adapter.py checks both facts against the installed
-gunicorn.
+replaced. And the message of its InvalidHeader names the header as the parser refused it,
+which is how Herald tells a refused Idempotency-Key from other bad headers.
+tests/contract/test_gunicorn_adapter.py checks each fact against the installed gunicorn.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import socket
 from collections.abc import Callable
 
 from gunicorn import util
+from gunicorn.http.errors import InvalidHeader
 
 VERSION = "27.0.1"
 
@@ -33,3 +35,8 @@ def answer_errors_with(answer: ErrorAnswer, content_type: str) -> None:
         util.write_nonblock(sock, head.encode("latin-1") + body)
 
     util.write_error = write_error
+
+
+def invalid_header_message(name: str) -> str:
+    """The message gunicorn gives when it refuses header name (a control character in it)."""
+    return str(InvalidHeader(name.upper()))
