@@ -1,14 +1,11 @@
 """Dramatiq where Herald needs more than its public API. Written for Dramatiq 2.2.1 (pinned).
 
 Public hooks first: the acking consumer comes in through RedisBroker.consume, the prefetch
-through before_worker_boot. What has no hook is named here and nowhere else, each piece checked
-against the installed Dramatiq by tests/contract/test_dramatiq_adapter.py:
-- the Redis layout its dispatch script keeps (key names, compact JSON with an `eta`);
-- that script's leading arguments, run pipelined (enqueue and ack in one round trip);
-- _RedisConsumer, the fetching and caching the acking consumer builds on;
-- RedisBroker.enqueue drawing a fresh redis_message_id before before_enqueue runs;
-- the delay Retries gives a retry and the option it counts retries in;
-- the CLI's main and options, and the worker process's stop signal handler.
+through before_worker_boot. What has no hook is named here and nowhere else, and
+tests/contract/test_dramatiq_adapter.py checks it against the installed Dramatiq: the Redis
+layout of the dispatch script (key names, compact JSON with an `eta`) and its leading
+arguments; _RedisConsumer; RedisBroker.enqueue drawing a fresh redis_message_id before
+before_enqueue; Retries' delay and its `retries` option; the CLI; the worker's stop handler.
 """
 
 from __future__ import annotations
@@ -200,9 +197,8 @@ class _AckingConsumer(_RedisConsumer):
     An ack lost with a killed process only means Dramatiq delivers that message again after
     its heartbeat timeout, and the claim turns the copy away.
 
-    Every Redis error of an ack, a requeue or a close is a ConnectionClosed: Dramatiq's worker
-    stop and consumer close expect no other, and any other would end the stop half way (the
-    event loop thread left running, the process never exiting).
+    Every Redis error of an ack, a requeue or a close is a ConnectionClosed: any other would
+    end Dramatiq's worker stop half way, its event loop thread left running.
     """
 
     def __init__(
@@ -291,13 +287,11 @@ def run_cli(argv: list[str]) -> int:
 def graceful_stop_only() -> None:
     """In a worker process: every SIGTERM or SIGHUP means the first one's graceful stop.
 
-    Dramatiq's handler stops the worker on the first signal and raises SystemExit on the next,
-    wherever the main thread is. That skips the rest of Worker.stop: the event loop thread (not
-    a daemon) is never stopped, the consumers go on fetching, and the process waits for that
-    thread forever. Process managers that signal the whole group deliver two at once (their
-    own, and the one Dramatiq's main process forwards), and the first may come before setup()
-    installs this: Dramatiq's handler may then have had one already, so its SystemExit is
-    swallowed here. The stop stays bounded by --worker-shutdown-timeout and, past that, by
+    Dramatiq's handler raises SystemExit on the second signal, wherever the main thread is:
+    the rest of Worker.stop is skipped, its event loop thread (not a daemon) never stops, and
+    the process waits for it forever while its consumers go on fetching. A group's signal may
+    reach a worker before setup() installs this, so Dramatiq's count may be ahead of ours:
+    its SystemExit is swallowed. Bounded by --worker-shutdown-timeout, then by
     herald.core.lifetime.exit_within.
     """
     dramatiq_handler = signal.getsignal(signal.SIGTERM)
