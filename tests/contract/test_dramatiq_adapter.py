@@ -25,7 +25,7 @@ from herald.core.adapters import dramatiq as adapter
 from herald.core.adapters.dramatiq import PollingBroker, queue_keys
 from herald.core.settings import Settings
 from herald.sender.cli import dramatiq_args
-from tests.conftest import REDIS_URL
+from tests.servers import REDIS_URL
 
 QUEUE = "q"
 

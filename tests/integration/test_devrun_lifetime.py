@@ -22,8 +22,9 @@ from pathlib import Path
 import psutil  # type: ignore[import-untyped]  # psutil ships no type hints
 import pytest
 
+from dev.embedded import free_port
 from herald.core.settings import Settings
-from tests.stack import HTTP, free_port, wait_for
+from tests.stack import HTTP, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
