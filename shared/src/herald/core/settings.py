@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     # and every request is tenant `default`, for a gateway that authenticates by itself.
     auth: Literal["keys", "none"] = "keys"
 
+    # Accepted messages per second of each tenant across all api replicas, with a burst of one
+    # second's worth (a batch counts its items); a key made with `herald-keys create --rate N`
+    # has a bucket of its own at N instead. The buckets live in Redis (herald.api.ratelimit).
+    tenant_rate: int = Field(1000, ge=1)
+
     provider_url: str = "http://127.0.0.1:3000"
     provider_timeout: float = Field(5.0, gt=0)
 

@@ -6,6 +6,7 @@ from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import Engine
 
 from herald.api.ingest import Ingest
+from herald.api.ratelimit import RateLimits
 from herald.api.resources import Cancel, Messages, MessagesBatch, Retry
 from herald.core.auth import authentication
 from herald.core.broker import make_broker, ping_redis
@@ -23,8 +24,9 @@ def create_app(settings: Settings, engine: Engine, broker: RedisBroker) -> App:
     # The api records each key's last use (at most once a minute per key, in the background).
     app.add_middleware(authentication(settings, engine, records_use=True))
     ingest = Ingest(settings, engine, broker)
-    app.add_route("/messages", Messages(ingest))
-    app.add_route("/messages/batch", MessagesBatch(ingest))
+    limits = RateLimits(settings, broker.client)  # the broker's Redis: its pool and timeouts
+    app.add_route("/messages", Messages(ingest, limits))
+    app.add_route("/messages/batch", MessagesBatch(ingest, limits))
     app.add_route("/messages/{message_id}/cancel", Cancel(ingest))
     app.add_route("/messages/{message_id}/retry", Retry(ingest))
     return app

@@ -9,6 +9,7 @@ import falcon
 
 from herald.api.ingest import Ingest, KeyReused
 from herald.api.payloads import read_body
+from herald.api.ratelimit import RateLimits, admit
 from herald.core.auth import principal_of
 from herald.core.idempotency import (
     IDEMPOTENCY_KEY_HEADER,
@@ -53,8 +54,9 @@ def _move(message_id: str, action: str, move: Callable[[str], tuple[bool, Status
 class Messages:
     """POST /messages: accept one message."""
 
-    def __init__(self, ingest: Ingest) -> None:
+    def __init__(self, ingest: Ingest, limits: RateLimits) -> None:
         self._ingest = ingest
+        self._limits = limits
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         key = req.get_header(IDEMPOTENCY_KEY_HEADER)
@@ -63,8 +65,11 @@ class Messages:
                 title="Invalid Idempotency-Key", description=INVALID_KEY_DESCRIPTION
             )
         new = read_body(req, NewMessage, MAX_REQUEST_BYTES)
+        principal = principal_of(req)
+        # Only a valid message takes from the bucket: the limit is on accepted messages.
+        admit(self._limits, principal, 1, resp)
         try:
-            accepted = self._ingest.accept(principal_of(req).tenant, new, key)
+            accepted = self._ingest.accept(principal.tenant, new, key)
         except KeyReused:
             raise falcon.HTTPUnprocessableEntity(
                 title="Idempotency-Key reused",
@@ -78,12 +83,16 @@ class Messages:
 class MessagesBatch:
     """POST /messages/batch: accept up to 1,000 messages, all or none."""
 
-    def __init__(self, ingest: Ingest) -> None:
+    def __init__(self, ingest: Ingest, limits: RateLimits) -> None:
         self._ingest = ingest
+        self._limits = limits
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         batch = read_body(req, NewBatch, MAX_BATCH_REQUEST_BYTES)
-        accepted = self._ingest.accept_batch(principal_of(req).tenant, batch)
+        principal = principal_of(req)
+        req.context.messages = len(batch.messages)  # what the ingest counters count
+        admit(self._limits, principal, len(batch.messages), resp)
+        accepted = self._ingest.accept_batch(principal.tenant, batch)
         resp.status = falcon.HTTP_202
         resp.media = {"messages": [_answer(item) for item in accepted]}
 
