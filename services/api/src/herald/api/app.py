@@ -6,6 +6,7 @@ from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import Engine
 
 from herald.api.ingest import Ingest
+from herald.api.outcomes import IngestOutcomes
 from herald.api.ratelimit import RateLimits
 from herald.api.resources import Cancel, Messages, MessagesBatch, Retry
 from herald.core.auth import authentication
@@ -23,6 +24,7 @@ def create_app(settings: Settings, engine: Engine, broker: RedisBroker) -> App:
     )
     # The api records each key's last use (at most once a minute per key, in the background).
     app.add_middleware(authentication(settings, engine, records_use=True))
+    app.add_middleware(IngestOutcomes())  # messages accepted and refused, per tenant
     ingest = Ingest(settings, engine, broker)
     limits = RateLimits(settings, broker.client)  # the broker's Redis: its pool and timeouts
     app.add_route("/messages", Messages(ingest, limits))
