@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     api_connections: int = Field(1000, ge=1)
     status_workers: int = Field(2, ge=1)
     status_connections: int = Field(1000, ge=1)
+    # Overload (herald.core.admission; docs/operations.md, "Overload"): each api / status worker
+    # process works on at most this many requests at once, the next is answered 503 with
+    # Retry-After at once, and that connection is not read again for shed_pause_ms (a client
+    # that ignores Retry-After is paced, and still answered within a second). Health, readiness
+    # and metrics are never refused.
+    api_max_in_flight: int = Field(128, ge=1)
+    status_max_in_flight: int = Field(128, ge=1)
+    shed_pause_ms: int = Field(700, ge=0, le=900)
 
     sender_processes: int = Field(2, ge=1)
     # Sends in flight per process (each thread waits on one): enough to keep up with a slow

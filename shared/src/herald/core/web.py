@@ -19,6 +19,7 @@ from gunicorn.http.errors import ParseException
 from pydantic import ValidationError
 
 from herald.core.adapters.gunicorn import answer_errors_with, invalid_header_message
+from herald.core.admission import Admission
 from herald.core.db import DatabaseUnavailable
 from herald.core.health import ALIVE, HEALTH_PATH, READY_PATH, Check, readiness
 from herald.core.idempotency import IDEMPOTENCY_KEY_HEADER, INVALID_KEY_DESCRIPTION
@@ -178,7 +179,7 @@ def create_base_app(service: str, checks: dict[str, Check]) -> App:
 
 
 class _Server(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type hints
-    def __init__(self, factory: Callable[[], App], options: dict[str, Any]) -> None:
+    def __init__(self, factory: Callable[[], Any], options: dict[str, Any]) -> None:
         self._factory = factory
         self._options = options
         super().__init__()
@@ -187,7 +188,7 @@ class _Server(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type 
         for key, value in self._options.items():
             self.cfg.set(key, value)
 
-    def load(self) -> App:
+    def load(self) -> Any:
         # Called in each worker after the fork, so pools and sockets are the worker's own.
         return self._factory()
 
@@ -204,9 +205,13 @@ def serve(
     workers: int,
     connections: int,
     settings: Settings,
+    max_in_flight: int | None = None,
     extra: Iterable[tuple[str, Any]] = (),
 ) -> None:
     """Run factory's app on gunicorn until SIGTERM/SIGINT; in-flight requests finish first.
+
+    max_in_flight: at most that many requests per worker in the app, the next refused at once
+    (herald.core.admission); None: no bound (the hello-world baseline).
 
     Each worker is gunicorn's gevent worker: a request is a greenlet, and what it waits on
     (PostgreSQL through psycopg, Redis, the group commit's futures) is cooperative, provided
@@ -235,7 +240,16 @@ def serve(
             "control_socket_disable": True,
             **dict(extra),
         }
-        _Server(factory, options).run()
+        _Server(_admitted(factory, max_in_flight, settings), options).run()
+
+
+def _admitted(
+    factory: Callable[[], App], max_in_flight: int | None, settings: Settings
+) -> Callable[[], Any]:
+    if max_in_flight is None:
+        return factory
+    pause = settings.shed_pause_ms / 1000
+    return lambda: Admission(factory(), max_in_flight, pause)
 
 
 def http_main(
@@ -245,11 +259,14 @@ def http_main(
     description: str | None,
     default_bind: str,
     build: Callable[[Settings], App],
-    pool: Callable[[Settings], tuple[int, int]],
+    pool: Callable[[Settings], tuple[int, int, int]],
 ) -> None:
-    """The command line of an HTTP deployable: --bind, --workers, --connections, then serve()."""
+    """The command line of an HTTP deployable: --bind, --workers, --connections, then serve().
+
+    pool: its workers, connections and requests in flight per worker, from the settings.
+    """
     settings = Settings()
-    workers, connections = pool(settings)
+    workers, connections, max_in_flight = pool(settings)
     parser = argparse.ArgumentParser(prog=f"herald-{service}", description=description)
     parser.add_argument("--bind", default=default_bind, help="HOST:PORT (default %(default)s)")
     parser.add_argument(
@@ -267,4 +284,5 @@ def http_main(
         workers=args.workers,
         connections=args.connections,
         settings=settings,
+        max_in_flight=max_in_flight,
     )

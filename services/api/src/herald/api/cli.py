@@ -17,5 +17,9 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__,
         default_bind="127.0.0.1:8000",
         build=app_factory,
-        pool=lambda settings: (settings.api_workers, settings.api_connections),
+        pool=lambda settings: (
+            settings.api_workers,
+            settings.api_connections,
+            settings.api_max_in_flight,
+        ),
     )

@@ -17,5 +17,9 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__,
         default_bind="127.0.0.1:8001",
         build=app_factory,
-        pool=lambda settings: (settings.status_workers, settings.status_connections),
+        pool=lambda settings: (
+            settings.status_workers,
+            settings.status_connections,
+            settings.status_max_in_flight,
+        ),
     )
