@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 # Every phase, in the order they run; BENCH_ONLY=a,b runs a subset (the baselines always run).
-PHASES = ("ingest", "batch", "status", "sender", "e2e", "rss")  # rss last: it fills the budget
+# rss last: it fills the budget.
+PHASES = ("ingest", "batch", "overload", "status", "sender", "e2e", "rss")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class BenchConfig:
     openloop_connections: int = 64
     batch_size: int = 1000
     batch_connections: int = 4
+    overload_connections: int = 2000  # DESIGN.md's overload figure: one api instance
     status_rows: int = 1_000_000
     status_small_rows: int = 10_000
     status_latency_fraction: float = 0.3  # status p99 at this share of the 10k-row max rate

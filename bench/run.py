@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import baselines, e2e, ingest, report, sender, status
+from bench import baselines, e2e, ingest, overload, report, sender, status
 from bench.config import BenchConfig, load
 from bench.context import Bench
 from bench.processes import BIN
@@ -93,6 +93,9 @@ def _phases(bench: Bench) -> None:
     if config.runs("batch"):
         bench.say("batch ingest")
         ingest.measure_batch(bench)
+    if config.runs("overload"):
+        bench.say(f"overload: {config.overload_connections} connections against one api")
+        overload.measure_overload(bench)
     bench.settle()
     bench.ns.clear()  # ingest runs queued sends that no sender will take
     if config.runs("status"):

@@ -26,7 +26,7 @@ end
 """.replace("MARKER", MARKER)
 
 
-def _headers(headers: Mapping[str, str]) -> str:
+def lua_headers(headers: Mapping[str, str]) -> str:
     # wrk.format, and the requests wrk builds itself, send wrk.headers.
     return "".join(f'wrk.headers["{name}"] = "{value}"\n' for name, value in headers.items())
 
@@ -37,7 +37,7 @@ def post_script(path: str, body: str, headers: Mapping[str, str]) -> str:
 wrk.method = "POST"
 wrk.path = "{path}"
 wrk.headers["Content-Type"] = "application/json"
-{_headers(headers)}wrk.body = [==[{body}]==]
+{lua_headers(headers)}wrk.body = [==[{body}]==]
 {_DONE}"""
 
 
@@ -46,7 +46,7 @@ def random_get_script(ids_file: Path, template: str, headers: Mapping[str, str])
     headers (the key)."""
     prefix, suffix = template.split("{id}")
     return f"""
-{_headers(headers)}local ids = {{}}
+{lua_headers(headers)}local ids = {{}}
 init = function(args)
   for line in io.lines("{ids_file}") do ids[#ids + 1] = line end
   math.randomseed(os.time() + tonumber(tostring(ids):match("0x(%x+)") or "0", 16) % 100000)
