@@ -29,10 +29,12 @@ def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"auth": "none"})
 
 
-def _api(settings: Settings, engine: Engine, broker: RedisBroker, limit: int) -> Admission:
+def _api(
+    settings: Settings, engine: Engine, broker: RedisBroker, limit: int, wait: float = 0.0
+) -> Admission:
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE messages, idempotency_keys"))
-    return Admission(create_api(settings, engine, broker), limit)
+    return Admission(create_api(settings, engine, broker), limit, wait)
 
 
 def _post(client: falcon.testing.TestClient, body: str = "hello") -> falcon.testing.Result:
@@ -89,6 +91,21 @@ def test_requests_are_admitted_again_once_work_in_flight_drains(
     assert _post(client, "after").status_code == 202
     assert _bodies(engine) == ["after", "ahead 0", "ahead 1"]
     assert app.shed == 1
+
+
+def test_a_request_waiting_for_a_place_is_stored_once_the_one_ahead_finishes(
+    settings: Settings, engine: Engine, broker: RedisBroker, database_url: str
+) -> None:
+    # A wait far longer than the test: the place is freed by the lock's end, not by time.
+    app = _api(settings, engine, broker, limit=1, wait=600.0)
+    client = falcon.testing.TestClient(app)
+    with ThreadPoolExecutor(1) as pool:
+        with _posts_stuck(client, database_url, 1) as stuck:
+            behind = pool.submit(_post, client, "behind")
+        assert stuck[0].result().status_code == 202
+        assert behind.result().status_code == 202
+    assert _bodies(engine) == ["ahead 0", "behind"]
+    assert app.shed == 0
 
 
 def test_health_and_readiness_are_answered_when_the_bound_is_reached(

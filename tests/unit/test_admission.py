@@ -1,6 +1,7 @@
 """The admission rule on a stand-in WSGI app: counting, refusing, releasing."""
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -67,6 +68,19 @@ def test_probes_and_scrapes_pass_even_at_a_limit_of_zero_free_places(path: str) 
     gate = Gate()
     gate.open.set()
     app = Admission(gate, limit=1)
-    app._in_flight = 1  # the one place is taken
+    assert app._places.acquire(blocking=False)  # the one place is taken
     assert _call(app, path)[0] == "200 OK"
     assert app.shed == 0
+
+
+def test_a_request_waiting_for_a_place_is_admitted_when_one_frees() -> None:
+    gate = Gate()
+    app = Admission(gate, limit=1, wait=600.0)  # the wait ends by the gate, not by time
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(_call, app, "/messages")
+        gate.entered.acquire()
+        second = pool.submit(_call, app, "/messages")
+        gate.open.set()
+        answers = [first.result()[0], second.result()[0]]
+    assert answers == ["200 OK", "200 OK"]
+    assert (gate.calls, app.shed, app.in_flight) == (2, 0, 0)

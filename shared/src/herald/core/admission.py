@@ -1,17 +1,20 @@
-"""Overload protection: bounded work in flight per worker, the excess answered 503 at once.
+"""Overload protection: bounded work in flight per worker, the excess answered 503 quickly.
 
 A gunicorn gevent worker reads every request of every connection it holds (up to
 `--connections`), and each one then waits its turn for the CPU and the group commit: past the
-worker's capacity, that wait is the queue, and it grows with the connections. Admission keeps
-at most `limit` requests in the app per worker; the next is answered 503 with Retry-After before
-Falcon sees it (no body read, no key check, no database, no Redis), so a request is either
-worked on promptly or refused at once. A refused request stored nothing: the app never ran.
+worker's capacity that wait is the queue, it grows with the connections, and with ~1,000
+requests in the app a worker's throughput collapses (measured: docs/performance.md). Admission
+keeps at most `limit` requests in the app per worker. A request beyond it waits for a place, in
+arrival order and costing no CPU, at most `wait` seconds (the queue-delay budget); if none
+frees by then it is answered 503 with Retry-After, before Falcon sees it (no body read, no key
+check, no database, no Redis): it stored nothing. So a worker that keeps up answers everyone,
+late by at most the budget, and one that cannot sheds exactly what it could not do in time.
 
-In a closed loop (a client that sends again as soon as it is answered), a refusal at once is
-an invitation to send again at once, and refusals would take the CPU the admitted requests need.
+In a closed loop (a client that sends again as soon as it is answered), a refusal is an
+invitation to send again at once, and refusals would take the CPU the admitted requests need.
 So after a 503 the connection is not read from again for `pause` seconds: a client that honours
 Retry-After (1 s) never notices, one that does not is paced, and its next request is still
-answered within the pause plus a prompt answer. docs/operations.md, "Overload".
+answered within pause + wait + a prompt answer (< 1 s). docs/operations.md, "Overload".
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import orjson
+from gevent.server import StreamServer  # type: ignore[import-untyped]  # no type hints
 
 from herald.core.auth import PUBLIC_ROUTES
 
@@ -41,6 +45,9 @@ _HEADERS = [
     ("Retry-After", str(RETRY_AFTER_SECONDS)),
 ]
 _STATUS = "503 Service Unavailable"
+
+# Connections a gunicorn gevent worker accepts per turn of its loop, while it has room.
+ACCEPT_PER_TURN = 100
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -65,19 +72,20 @@ class _Refusal:
 
 
 class Admission:
-    """WSGI middleware: at most `limit` requests of this process in `app` at once; the next is
-    answered 503 + Retry-After without running `app`. Health, readiness and metrics are never
-    refused (an orchestrator must see an overloaded worker as alive and ready) nor counted."""
+    """WSGI middleware: at most `limit` requests of this process in `app` at once; the next waits
+    up to `wait` seconds for a place, else is answered 503 + Retry-After without running `app`.
+    Health, readiness and metrics are never refused (an orchestrator must see an overloaded
+    worker as alive and ready, and it can be scraped) nor counted."""
 
-    def __init__(self, app: WsgiApp, limit: int, pause: float = 0.0) -> None:
+    def __init__(self, app: WsgiApp, limit: int, wait: float = 0.0, pause: float = 0.0) -> None:
         self._app = app
-        self._limit = limit
+        self._wait = wait
         self._pause = pause
+        # Under gevent (the servers patch threading) a greenlet semaphore: waiters cost no CPU
+        # and are woken in arrival order.
+        self._places = threading.BoundedSemaphore(limit)
         self._in_flight = 0
         self._shed = 0
-        # Greenlets of one worker never preempt each other between a read and a write of the
-        # count; the lock is for threads (tests, other servers), and uncontended it is cheap.
-        self._lock = threading.Lock()
 
     @property
     def in_flight(self) -> int:
@@ -92,18 +100,39 @@ class Admission:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Any:
         if environ.get("PATH_INFO") in PUBLIC_ROUTES:
             return self._app(environ, start_response)
-        with self._lock:
-            admitted = self._in_flight < self._limit
-            if admitted:
-                self._in_flight += 1
-            else:
-                self._shed += 1
-        if not admitted:
+        if not self._admit():
+            self._shed += 1
             start_response(_STATUS, list(_HEADERS))
             return _Refusal(self._pause)
+        self._in_flight += 1  # a greenlet is not preempted between its read and its write
         try:
             # Falcon does all of a request's work here and returns the finished body.
             return self._app(environ, start_response)
         finally:
-            with self._lock:
-                self._in_flight -= 1
+            self._in_flight -= 1
+            self._places.release()
+
+    def _admit(self) -> bool:
+        places = self._places
+        if places.acquire(blocking=False):
+            return True
+        return self._wait > 0 and places.acquire(timeout=self._wait)
+
+
+class EagerAcceptServer(StreamServer):  # type: ignore[misc]
+    """gevent's StreamServer, accepting up to ACCEPT_PER_TURN connections per turn of the loop.
+
+    With several workers gunicorn sets max_accept = 1 (to spread connections over them). Under
+    load a worker's loop turns ~100 times a second, so it took ~100 connections a second while
+    hundreds waited unread in the kernel's accept queue for seconds, answered by nobody
+    (measured with 2,000 connections: docs/performance.md). The pool still caps each worker at
+    `--connections`, and a request accepted is answered: admitted, or refused with a 503.
+    """
+
+    @property
+    def max_accept(self) -> int:
+        return ACCEPT_PER_TURN
+
+    @max_accept.setter
+    def max_accept(self, value: int) -> None:
+        pass  # gunicorn's 1 is the very setting replaced here

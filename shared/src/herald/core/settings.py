@@ -68,13 +68,14 @@ class Settings(BaseSettings):
     status_workers: int = Field(2, ge=1)
     status_connections: int = Field(1000, ge=1)
     # Overload (herald.core.admission; docs/operations.md, "Overload"): each api / status worker
-    # process works on at most this many requests at once, the next is answered 503 with
-    # Retry-After at once, and that connection is not read again for shed_pause_ms (a client
-    # that ignores Retry-After is paced, and still answered within a second). Health, readiness
-    # and metrics are never refused.
+    # process works on at most *_max_in_flight requests at once; the next waits for a place at
+    # most queue_wait_ms, else is answered 503 with Retry-After, and that connection is not
+    # read again for shed_pause_ms (a client ignoring Retry-After is paced, yet answered within
+    # a second: keep their sum under ~800 ms). Health, readiness and metrics always pass.
     api_max_in_flight: int = Field(128, ge=1)
     status_max_in_flight: int = Field(128, ge=1)
-    shed_pause_ms: int = Field(700, ge=0, le=900)
+    queue_wait_ms: int = Field(300, ge=0, le=900)
+    shed_pause_ms: int = Field(200, ge=0, le=900)
 
     sender_processes: int = Field(2, ge=1)
     # Sends in flight per process (each thread waits on one): enough to keep up with a slow

@@ -18,8 +18,12 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.http.errors import ParseException
 from pydantic import ValidationError
 
-from herald.core.adapters.gunicorn import answer_errors_with, invalid_header_message
-from herald.core.admission import Admission
+from herald.core.adapters.gunicorn import (
+    accept_connections_with,
+    answer_errors_with,
+    invalid_header_message,
+)
+from herald.core.admission import Admission, EagerAcceptServer
 from herald.core.db import DatabaseUnavailable
 from herald.core.health import ALIVE, HEALTH_PATH, READY_PATH, Check, readiness
 from herald.core.idempotency import IDEMPOTENCY_KEY_HEADER, INVALID_KEY_DESCRIPTION
@@ -220,6 +224,7 @@ def serve(
     per request to meet the batch writer.
     """
     answer_errors_with(_json_error_answer, falcon.MEDIA_JSON)
+    accept_connections_with(EagerAcceptServer)  # herald.core.admission says why
     with tempfile.TemporaryDirectory(prefix="herald-metrics-") as metrics_dir:
         use_multiprocess_dir(settings, metrics_dir)
         options: dict[str, Any] = {
@@ -248,8 +253,8 @@ def _admitted(
 ) -> Callable[[], Any]:
     if max_in_flight is None:
         return factory
-    pause = settings.shed_pause_ms / 1000
-    return lambda: Admission(factory(), max_in_flight, pause)
+    wait, pause = settings.queue_wait_ms / 1000, settings.shed_pause_ms / 1000
+    return lambda: Admission(factory(), max_in_flight, wait, pause)
 
 
 def http_main(
