@@ -41,7 +41,8 @@ def _call(app: Admission, path: str) -> tuple[str, dict[str, str], bytes]:
 
 def test_the_request_past_the_limit_is_503_without_running_the_app() -> None:
     gate = Gate()
-    app = Admission(gate, limit=1)
+    refusals: list[None] = []
+    app = Admission(gate, limit=1, refused=lambda: refusals.append(None))
     worker = threading.Thread(target=_call, args=(app, "/messages"))
     worker.start()
     gate.entered.acquire()
@@ -53,7 +54,7 @@ def test_the_request_past_the_limit_is_503_without_running_the_app() -> None:
     assert headers["Content-Length"] == str(len(body))
     assert b'"title"' in body
     assert b'"description"' in body
-    assert (gate.calls, app.shed, app.in_flight) == (1, 1, 0)
+    assert (gate.calls, app.shed, app.in_flight, len(refusals)) == (1, 1, 0, 1)
 
 
 def test_a_request_that_raises_frees_its_place() -> None:

@@ -28,6 +28,8 @@ import orjson
 from gevent.server import StreamServer  # type: ignore[import-untyped]  # no type hints
 
 from herald.core.auth import PUBLIC_ROUTES
+from herald.core.metrics import refusals
+from herald.core.settings import Settings
 
 # Seconds a refused client should wait before trying again (the Retry-After of every 503).
 RETRY_AFTER_SECONDS = 1
@@ -77,8 +79,16 @@ class Admission:
     Health, readiness and metrics are never refused (an orchestrator must see an overloaded
     worker as alive and ready, and it can be scraped) nor counted."""
 
-    def __init__(self, app: WsgiApp, limit: int, wait: float = 0.0, pause: float = 0.0) -> None:
+    def __init__(
+        self,
+        app: WsgiApp,
+        limit: int,
+        wait: float = 0.0,
+        pause: float = 0.0,
+        refused: Callable[[], None] = lambda: None,
+    ) -> None:
         self._app = app
+        self._refused = refused  # a metric's inc()
         self._wait = wait
         self._pause = pause
         # Under gevent (the servers patch threading) a greenlet semaphore: waiters cost no CPU
@@ -102,6 +112,7 @@ class Admission:
             return self._app(environ, start_response)
         if not self._admit():
             self._shed += 1
+            self._refused()
             start_response(_STATUS, list(_HEADERS))
             return _Refusal(self._pause)
         self._in_flight += 1  # a greenlet is not preempted between its read and its write
@@ -117,6 +128,17 @@ class Admission:
         if places.acquire(blocking=False):
             return True
         return self._wait > 0 and places.acquire(timeout=self._wait)
+
+
+def admitted(
+    factory: Callable[[], WsgiApp], service: str, limit: int | None, settings: Settings
+) -> Callable[[], WsgiApp]:
+    """factory's app behind Admission with settings' wait and pause; limit None: unbounded."""
+    if limit is None:
+        return factory
+    wait, pause = settings.queue_wait_ms / 1000, settings.shed_pause_ms / 1000
+    # Built in each worker after the fork, as the app and its metrics are.
+    return lambda: Admission(factory(), limit, wait, pause, refusals(service))
 
 
 class EagerAcceptServer(StreamServer):  # type: ignore[misc]

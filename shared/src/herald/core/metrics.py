@@ -63,6 +63,17 @@ class MetricsResource:
     on_head = on_get  # HEAD: the same answer without its body
 
 
+def refusals(service: str) -> Callable[[], None]:
+    """Count one request refused by overload protection (herald.core.admission)."""
+    child = Counter(
+        "herald_overload_refused_total",
+        "Requests answered 503 by overload protection, before the app ran.",
+        ["service"],
+        registry=None,  # multiprocess: samples live in files, the scrape collects them
+    ).labels(service)
+    return child.inc
+
+
 class HttpMetrics:
     """Falcon middleware counting requests and timing them, by route template, method and code."""
 

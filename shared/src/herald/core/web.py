@@ -23,7 +23,7 @@ from herald.core.adapters.gunicorn import (
     answer_errors_with,
     invalid_header_message,
 )
-from herald.core.admission import Admission, EagerAcceptServer
+from herald.core.admission import EagerAcceptServer, admitted
 from herald.core.db import DatabaseUnavailable
 from herald.core.health import ALIVE, HEALTH_PATH, READY_PATH, Check, readiness
 from herald.core.idempotency import IDEMPOTENCY_KEY_HEADER, INVALID_KEY_DESCRIPTION
@@ -245,16 +245,7 @@ def serve(
             "control_socket_disable": True,
             **dict(extra),
         }
-        _Server(_admitted(factory, max_in_flight, settings), options).run()
-
-
-def _admitted(
-    factory: Callable[[], App], max_in_flight: int | None, settings: Settings
-) -> Callable[[], Any]:
-    if max_in_flight is None:
-        return factory
-    wait, pause = settings.queue_wait_ms / 1000, settings.shed_pause_ms / 1000
-    return lambda: Admission(factory(), max_in_flight, wait, pause)
+        _Server(admitted(factory, service, max_in_flight, settings), options).run()
 
 
 def http_main(
