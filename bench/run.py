@@ -142,6 +142,11 @@ def _meta(bench: Bench, started: datetime, facts: dict[str, Any]) -> dict[str, A
             },
             "worker_class": bench.raw.pop("worker_class", {}),
         },
+        "overload": {
+            "api_max_in_flight": settings.api_max_in_flight,
+            "queue_wait_ms": settings.queue_wait_ms,
+            "shed_pause_ms": settings.shed_pause_ms,
+        },
         "log_events": {log.stem: log_events(log) for log in sorted(bench.work_dir.glob("*.log"))},
         "sender_defaults": {
             "processes": settings.sender_processes,
@@ -169,6 +174,7 @@ def _write(bench: Bench, started: datetime, facts: dict[str, Any]) -> Path:
         f"Machine: {facts['cpu']}, load average at start {facts['load_average_at_start']}, "
         f"at end {meta['machine']['load_average_at_end']}. "
         f"gunicorn (api and hello-world alike): {meta['gunicorn']}. "
+        f"Overload protection (api only): {meta['overload']}. "
         f"Sender defaults: {meta['sender_defaults']}.\n\n{table}\n\n"
         f"CPU by process group during each measurement (median of runs, % of one core):\n\n{cpu}\n"
         f"\n{report.contamination(bench, facts['nproc'] or 1)}\n"
