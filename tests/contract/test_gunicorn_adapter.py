@@ -62,3 +62,11 @@ def test_a_refused_header_is_named_as_invalid_header_message_says() -> None:
     with pytest.raises(InvalidHeader) as refused:
         next(iter(parser))
     assert str(refused.value) == adapter.invalid_header_message("Idempotency-Key")
+
+
+def test_the_gevent_worker_builds_its_servers_from_the_module_global_stream_server() -> None:
+    # accept_connections_with replaces that global: the worker must still look it up at run.
+    from gunicorn.workers import ggevent
+
+    assert isinstance(ggevent.StreamServer, type)
+    assert "StreamServer(" in inspect.getsource(GeventWorker.run)

@@ -82,7 +82,8 @@ class Settings(BaseSettings):
     # provider; at 50 ms, 2 x 128 measured ~1,300-1,500 msg/s here, 2 x 64 ~900-1,000.
     sender_threads: int = Field(128, ge=1)
     # The longest an idle send consumer waits between polls of Redis. New sends wake it at once
-    # (herald.core.adapters.dramatiq.PollingBroker); only a retry whose backoff ended may wait this long.
+    # (herald.core.adapters.dramatiq.PollingBroker); only a retry whose backoff ended may wait
+    # this long.
     sender_poll_ms: int = Field(100, ge=1)
     sender_metrics_port: int = Field(9191, ge=0, le=65535)
 

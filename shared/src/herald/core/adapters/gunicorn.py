@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-
 from typing import Any
 
 from gunicorn import util
