@@ -27,12 +27,7 @@ def chaos_settings(chaos_settings: Settings) -> Settings:
 
 
 def _post(stack: Stack, body: str) -> str:
-    answer = stack.http.post(
-        f"{stack.api}/messages", json={"destination": DESTINATION, "body": body}
-    )
-    assert answer.status_code == 202, answer.text
-    message_id: str = answer.json()["id"]
-    return message_id
+    return stack.post(body, DESTINATION)
 
 
 def _skipped(stack: Stack) -> int:

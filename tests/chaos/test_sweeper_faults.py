@@ -34,12 +34,7 @@ def stack_with(settings: Settings) -> Iterator[Stack]:
 
 
 def post(stack: Stack, **fields: object) -> str:
-    answer = stack.http.post(
-        f"{stack.api}/messages", json={"destination": "d", "body": "b", **fields}
-    )
-    assert answer.status_code == 202, answer.text
-    message_id: str = answer.json()["id"]
-    return message_id
+    return stack.post("b", "d", **fields)
 
 
 def test_a_retry_a_worker_held_through_a_redis_blip_is_still_sent(

@@ -33,12 +33,7 @@ def idle_stack(settings: Settings) -> Iterator[Stack]:
 
 
 def post(stack: Stack, body: str = "hello", destination: str = "+15550100") -> str:
-    answer = stack.http.post(
-        f"{stack.api}/messages", json={"destination": destination, "body": body}
-    )
-    assert answer.status_code == 202, answer.text
-    message_id: str = answer.json()["id"]
-    return message_id
+    return stack.post(body, destination)
 
 
 def post_batch(stack: Stack, count: int, prefix: str = "b") -> list[str]:
