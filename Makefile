@@ -4,6 +4,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PYTEST := $(UV) run --frozen pytest -p no:cacheprovider
+PACKAGES := shared services/api services/status services/sender services/messageapp
 
 .PHONY: help uv sync run test test-unit test-integration test-e2e test-chaos test-deploy lint fmt
 
@@ -38,11 +39,13 @@ test-chaos: sync ## crashes and restarts of the sender, Redis and PostgreSQL (pr
 test-deploy: sync system-deps ## the deployment configs: validators, real nginx gateway, Prometheus and PgBouncer
 	$(PYTEST) tests/deploy
 
-lint: sync lint-deploy ## ruff, formatting, mypy strict, the import contracts, the library adapters' contracts (Redis) and the deployment configs
+lint: sync lint-deploy ## ruff, formatting, mypy strict, the import contracts, each package's declared dependencies (deptry), the library adapters' contracts (Redis) and the deployment configs
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy
 	$(UV) run --frozen lint-imports
+	@# Each package declares exactly the third-party packages it imports (deptry: missing, unused, transitive).
+	for package in $(PACKAGES); do (cd $$package && $(UV) run --frozen deptry src) || exit 1; done
 	$(PYTEST) tests/contract
 
 fmt: sync ## format and autofix

@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import os
 from contextvars import ContextVar, Token
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import falcon
 from pythonjsonlogger.json import JsonFormatter
 
 from herald.core.settings import Settings
+
+if TYPE_CHECKING:  # falcon is herald-core[web]'s: the sender logs without it
+    import falcon
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _request_id: ContextVar[str | None] = ContextVar("request_id", default=None)

@@ -10,9 +10,8 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import falcon
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -25,6 +24,9 @@ from prometheus_client import (
 
 from herald.core.adapters.prometheus import choose_value_storage
 from herald.core.settings import Settings
+
+if TYPE_CHECKING:  # falcon is herald-core[web]'s: the sender's metrics need no web framework
+    import falcon
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -93,6 +95,9 @@ class HttpMetrics:
         )
         self._service = service
         self._clock: Callable[[], float] = time.perf_counter
+        import falcon  # herald-core[web]: only the HTTP deployables build this middleware
+
+        self._methods = falcon.COMBINED_METHODS
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = self._clock()
@@ -102,7 +107,7 @@ class HttpMetrics:
     ) -> None:
         route = req.uri_template or "unmatched"
         # A client may send any method token: only HTTP's own become label values.
-        method = req.method if req.method in falcon.COMBINED_METHODS else "other"
+        method = req.method if req.method in self._methods else "other"
         self._counter(route, method, resp.status_code).inc()
         started = getattr(req.context, "started", None)
         if started is not None:
