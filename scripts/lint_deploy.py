@@ -46,6 +46,11 @@ INSTRUCTIONS = {
     "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL",
     "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR",
 }  # fmt: skip
+# The package each deployable's console script belongs to: its image's virtualenv is synced
+# for that package alone (`uv sync --package`), so it holds no other deployable's code or libraries.
+PACKAGES = DEPLOYABLES | {"migrate": "herald-core"}
+VENV = "/app/.venv"
+UV_SYNC = re.compile(r"\buv sync\b(?P<args>[^&;|]*)")
 # What a final image must not do: install packages or carry uv (build tools stay in `build`).
 BUILD_TOOLING = re.compile(r"apt-get|apk |pip install|\buv\b|gcc|build-essential")
 # Grafana's interval variables, and what the syntax check puts in their place.
@@ -122,6 +127,48 @@ def dockerfile_errors(root: Path) -> Iterator[str]:
         for command in commands:
             if command.cmd in ("RUN", "COPY") and BUILD_TOOLING.search(command.original):
                 yield f"{target}: build tooling in the final image: {command.original}"
+        yield from venv_errors(found, target, commands)
+
+
+def chain_of(found: dict[str, tuple[str, list[Any]]], stage: str) -> list[Any]:
+    """A stage's instructions after those of the stages it is FROM."""
+    chain: list[Any] = []
+    seen: set[str] = set()
+    while stage in found and stage not in seen:
+        seen.add(stage)
+        chain[:0] = found[stage][1]
+        stage = found[stage][0]
+    return chain
+
+
+def venv_errors(
+    found: dict[str, tuple[str, list[Any]]], target: str, commands: list[Any]
+) -> Iterator[str]:
+    """The final stage's virtualenv is copied from a build stage that syncs only its package."""
+    package = PACKAGES[target]
+    sources = [
+        flag.split("=", 1)[1]
+        for c in commands
+        if c.cmd == "COPY" and c.value and c.value[-1].rstrip("/") == VENV
+        for flag in c.flags
+        if flag.startswith("--from=")
+    ]
+    if len(sources) != 1:
+        yield f"{target}: copies its virtualenv ({VENV}) from {len(sources)} build stages, not 1"
+        return
+    syncs = [
+        m.group("args").split()
+        for c in chain_of(found, sources[0])
+        if c.cmd == "RUN"
+        for m in UV_SYNC.finditer(c.original)
+    ]
+    if not syncs:
+        yield f"{target}: its virtualenv's stage {sources[0]!r} runs no uv sync"
+    for args in syncs:
+        named = args[args.index("--package") + 1] if "--package" in args[:-1] else None
+        if named != package:
+            synced = named or "the whole workspace"
+            yield f"{target}: {sources[0]!r} syncs {synced}, not --package {package}"
 
 
 # Compose ------------------------------------------------------------------------------------

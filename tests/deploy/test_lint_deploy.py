@@ -95,6 +95,9 @@ BREAKAGES = [
     ("deploy/grafana/dashboards/herald.json", "sum by (state) (", "sum by (state (",
      "panel 'Send queue depth': could not parse expression"),
     ("Dockerfile", "USER 10001:10001", "USER root", "api: the image runs as root"),
+    # The sender's image built from a virtualenv holding the api too.
+    ("Dockerfile", "--no-editable --package herald-sender", "--no-editable",
+     "sender: 'build-sender' syncs the whole workspace, not --package herald-sender"),
 ]  # fmt: skip
 # The pooler's files, broken in a copy of their own: overlays/prod-pgbouncer builds on
 # overlays/prod, which BREAKAGES leaves unrenderable.
