@@ -249,6 +249,24 @@ def test_a_backlog_whose_messages_wait_in_redis_is_not_enqueued_twice(
     assert len(queued_ids(broker)) == 4
 
 
+def test_an_expired_key_goes_without_another_tenants_live_one_of_the_same_name(
+    sweeper: Sweeper, engine: Engine
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE idempotency_keys"))
+        conn.execute(
+            text(
+                "INSERT INTO idempotency_keys (tenant, key, message_id, fingerprint, created_at) "
+                "VALUES ('a', 'k', 'x', 'f', now() - interval '25 hours'), "
+                "('b', 'k', 'y', 'f', now())"
+            )
+        )
+    assert sweeper.purge() == 1
+    with engine.connect() as conn:
+        left = conn.execute(text("SELECT tenant, key FROM idempotency_keys")).all()
+    assert [tuple(row) for row in left] == [("b", "k")]
+
+
 def _keys(engine: Engine, expired: int, fresh: int = 0) -> None:
     """Only these idempotency keys: k1.. past the 24-hour window (k1 newest), then fresh ones."""
     with engine.begin() as conn:

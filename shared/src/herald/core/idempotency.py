@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC
 
 import orjson
-from sqlalchemy import Connection, delete, func, literal_column, select
+from sqlalchemy import Connection, delete, func, literal_column, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.sql.dml import ReturningInsert
 
@@ -76,10 +76,12 @@ def purge_expired(conn: Connection, limit: int) -> int:
     cutoff = func.now() - func.make_interval(0, 0, 0, 0, WINDOW_HOURS)
     # Oldest first by the created_at index, so each batch costs its own size, not the table's.
     expired = (
-        select(_k.key)
+        select(_k.tenant, _k.key)
         .where(_k.created_at < cutoff)
         .order_by(_k.created_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    return conn.execute(delete(idempotency_keys).where(_k.key.in_(expired))).rowcount
+    # By the whole primary key: another tenant's live binding of the same key stays.
+    pairs = tuple_(_k.tenant, _k.key).in_(expired)
+    return conn.execute(delete(idempotency_keys).where(pairs)).rowcount
