@@ -12,16 +12,17 @@ from typing import Any
 
 import falcon
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
 
 from herald.core import keys
+from herald.core.connections import pooled_read
+from herald.core.health import HEALTH_PATH, READY_PATH
 from herald.core.keycache import KeyCache, LastUsed
 from herald.core.logs import bind_tenant, unbind_tenant
 from herald.core.settings import Settings
 from herald.core.tenants import DEFAULT_TENANT
 
 # Answered without a key: probes, scrapes and the API's own description.
-PUBLIC_ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
+PUBLIC_ROUTES = frozenset({HEALTH_PATH, READY_PATH, "/metrics", "/openapi.json", "/docs"})
 AUTHORIZATION_HEADER = "Authorization"
 _NO_HASH = bytes(32)
 
@@ -106,16 +107,8 @@ class Authenticate:
 
 
 def _read_keys(engine: Engine, key_ids: list[str]) -> dict[str, keys.StoredKey]:
-    # Once more on a fresh connection if the pooled one had died (PostgreSQL restarted): the
-    # status service's pool does not ping before use.
-    try:
-        with engine.connect() as conn:
-            return keys.find(conn, key_ids)
-    except DBAPIError as error:
-        if not error.connection_invalidated:
-            raise
-    with engine.connect() as conn:
-        return keys.find(conn, key_ids)
+    # The status service's pool does not ping before use: a dead connection's read runs again.
+    return pooled_read(engine, lambda conn: keys.find(conn, key_ids))
 
 
 def _write_uses(engine: Engine, key_ids: list[str]) -> None:
