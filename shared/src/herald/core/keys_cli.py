@@ -134,7 +134,7 @@ def _revoke(conn: Connection, args: argparse.Namespace) -> list[str]:
 
 def _secret(conn: Connection, args: argparse.Namespace) -> list[str]:
     secret, new = tenants.signing_secret(conn, args.tenant, args.rotate)
-    made = "new" if new else "rotated" if args.rotate else "as before"
+    made = "rotated" if args.rotate else "new" if new else "as before"
     return [f"callback signing secret of tenant {args.tenant} ({made})", secret]
 
 
