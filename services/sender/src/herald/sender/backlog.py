@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 import redis
+from redis.commands.core import Script
 from sqlalchemy import Engine, func, select
 
 from herald.core.adapters.dramatiq import ETA_LUA_PATTERN, heartbeats, held_sets, queue_keys
@@ -25,6 +26,8 @@ STALE_WORKER_MS = 10_000
 
 # Each state of queue_depth, so that a pod that stops leading can zero every one of them.
 QUEUE_STATES = ("waiting", "in_progress", "delayed", "lost", "orphaned", "dead")
+# The statuses of rows still owed a delivery: what pending_counts measures and forget zeroes.
+OWED = (Status.SCHEDULED, *PENDING)
 
 # How many ids the delay queue's messages held by a worker carry: (due, lost). Due: a retry
 # whose eta is after the cutoff, still waiting in that worker's memory. Lost: one whose eta is
@@ -46,10 +49,9 @@ _SCAN_PAGE = 1_000
 
 
 def _split_delayed(
-    client: redis.Redis[bytes], acks: str, messages: str, cutoff_ms: int
+    client: redis.Redis[bytes], split: Script, acks: str, messages: str, cutoff_ms: int
 ) -> tuple[int, int]:
     """(due, lost) ids of the delay-queue messages a live worker holds in the ack set acks."""
-    split = client.register_script(_SPLIT_DELAYED)
     due = lost = 0
     cursor = None
     while cursor != 0:
@@ -82,13 +84,14 @@ def queue_depth(
     beats = heartbeats(client, namespace)
     now_ms = time.time() * 1000
     cutoff_ms = int(now_ms - lost_after_s * 1000)
+    split = client.register_script(_SPLIT_DELAYED)  # once per reading, not per worker
     for worker, delayed, key in held_sets(client, namespace, queue):
         if now_ms - beats.get(worker, 0) >= STALE_WORKER_MS:
             depth["orphaned"] += ids_held(client, key, "set")
         elif not delayed:
             depth["in_progress"] += ids_held(client, key, "set")
         else:
-            due, lost = _split_delayed(client, key, keys.delayed_messages, cutoff_ms)
+            due, lost = _split_delayed(client, split, key, keys.delayed_messages, cutoff_ms)
             depth["delayed"] += due
             depth["lost"] += lost
     return depth
@@ -96,7 +99,7 @@ def queue_depth(
 
 def pending_counts(engine: Engine) -> dict[Status, int]:
     """Messages still owed a delivery, by status; each count walks a small partial index."""
-    counts = dict.fromkeys((Status.SCHEDULED, *PENDING), 0)
+    counts = dict.fromkeys(OWED, 0)
     with engine.connect() as conn:
         for statuses in ((Status.SCHEDULED,), PENDING):
             rows = conn.execute(
@@ -131,5 +134,5 @@ def forget(metrics: BacklogMetrics) -> None:
     """
     for state in QUEUE_STATES:
         metrics.queue.labels(SEND_QUEUE, state).set(0)
-    for status in (Status.SCHEDULED, *PENDING):
+    for status in OWED:
         metrics.messages.labels(status.value).set(0)
