@@ -36,7 +36,7 @@ from herald.core.retries import RetryPolicy
 from herald.core.settings import Settings
 from herald.core.statuses import Status
 from herald.core.transitions import Claimed
-from herald.sender.provider import PermanentError, Provider, TransientError
+from herald.sender.provider import PermanentError, Provider, TransientError, log_ids
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,6 @@ class RetriesExhausted(PermanentError):
 
 # Most claims or outcomes one statement carries.
 BATCH = 500
-
-
-def _ids(message_id: str) -> dict[str, str]:
-    return {"message_id": message_id}
 
 
 class Delivery:
@@ -157,13 +153,15 @@ class Delivery:
                 await asyncio.to_thread(dead_letter, self._broker, message_id)
         except RedisError as redis_error:
             # The row's status is recorded; the sweeper enqueues a retrying row again later.
-            log.warning("could not enqueue its follow-up: %s", redis_error, extra=_ids(message_id))
+            log.warning(
+                "could not enqueue its follow-up: %s", redis_error, extra=log_ids(message_id)
+            )
 
     async def _attempt(self, message_id: str) -> DeliveryError | None:
         """Claim, call the provider, record the outcome; the error, if the call failed."""
         claimed = await self._claims.submit(message_id)
         if claimed is None:
-            log.info("skipped: not queued or retrying", extra=_ids(message_id))
+            log.info("skipped: not queued or retrying", extra=log_ids(message_id))
             self._metrics.sends.labels("skipped").inc()
             return None
         try:
@@ -175,15 +173,15 @@ class Delivery:
         except TransientError as error:
             return await self._after_transient(claimed, error)
         if not await self._sent.submit(message_id):
-            log.warning("sent lost to a concurrent change", extra=_ids(message_id))
-        log.debug("sent", extra=_ids(message_id))
+            log.warning("sent lost to a concurrent change", extra=log_ids(message_id))
+        log.debug("sent", extra=log_ids(message_id))
         self._metrics.sends.labels("sent").inc()
         latency = datetime.now(UTC) - claimed.created_at
         self._metrics.delivery_latency.observe(latency.total_seconds())
         return None
 
     async def _fail(self, message_id: str, error: str) -> None:
-        log.warning("failed: %s", error, extra=_ids(message_id))
+        log.warning("failed: %s", error, extra=log_ids(message_id))
         await self._record(Status.FAILED, message_id, error)
         self._metrics.sends.labels("failed").inc()
         self._metrics.dead_letters.inc()
@@ -196,14 +194,14 @@ class Delivery:
         if self._policy.is_last(claimed.attempt):
             await self._fail(claimed.id, str(error))
             return RetriesExhausted(str(error))
-        log.info("retrying: %s", error, extra=_ids(claimed.id))
+        log.info("retrying: %s", error, extra=log_ids(claimed.id))
         await self._record(Status.RETRYING, claimed.id, str(error))
         self._metrics.sends.labels("retry").inc()
         return error
 
     async def _record(self, target: Status, message_id: str, error: str) -> None:
         if not await self._errors[target].submit((message_id, error)):
-            log.warning("%s lost to a concurrent change", target, extra=_ids(message_id))
+            log.warning("%s lost to a concurrent change", target, extra=log_ids(message_id))
 
 
 def _run(coroutine: Coroutine[Any, Any, None]) -> None:

@@ -111,7 +111,9 @@ class Provider:
             # is an outcome too: escaping, it would leave the row sending, and the sweeper
             # would send it again and again. Transient: it says nothing against the message,
             # and the retry limit bounds it.
-            log.exception("provider call raised %s", type(error).__name__, extra=_ids(message))
+            log.exception(
+                "provider call raised %s", type(error).__name__, extra=log_ids(message.id)
+            )
             raise TransientError(_described(error)) from None
 
     async def _call(self, message: Claimed) -> None:
@@ -148,8 +150,9 @@ def _described(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]
 
 
-def _ids(message: Claimed) -> dict[str, str]:
-    return {"message_id": message.id}
+def log_ids(message_id: str) -> dict[str, str]:
+    """A log line's extra fields naming the message it is about."""
+    return {"message_id": message_id}
 
 
 async def _start_of_body(response: aiohttp.ClientResponse) -> str:
