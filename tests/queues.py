@@ -6,14 +6,15 @@ import json
 
 from dramatiq.brokers.redis import RedisBroker
 
+from herald.core.adapters.dramatiq import queue_keys
 from herald.core.broker import SEND_QUEUE
 
 
 def queued_ids(broker: RedisBroker) -> list[str]:
     """The message ids waiting on the send queue, in queue order (a batch's ids in its order)."""
-    queue = f"{broker.namespace}:{SEND_QUEUE}"
-    redis_ids = broker.client.lrange(queue, 0, -1)
-    bodies = [broker.client.hget(f"{queue}.msgs", rid) for rid in redis_ids]
+    keys = queue_keys(broker.namespace, SEND_QUEUE)
+    redis_ids = broker.client.lrange(keys.queue, 0, -1)
+    bodies = [broker.client.hget(keys.messages, rid) for rid in redis_ids]
     ids: list[str] = []
     for body in bodies:
         carried = json.loads(body or b"{}")["args"][0]

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import redis
 
 from dev.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from herald.core.adapters.dramatiq import held_sets, queue_keys
 from herald.core.broker import SEND_QUEUE
 from herald.core.settings import Settings
 from herald.sender.backlog import queue_depth
@@ -49,8 +50,12 @@ def test_a_retry_a_worker_held_through_a_redis_blip_is_still_sent(
         message_id = post(stack)
         stack.wait_status(message_id, "retrying")
         client = redis_server.client()
-        held = f"{settings.redis_namespace}:__acks__.*.{SEND_QUEUE}.DQ"
-        wait_for(lambda: list(client.scan_iter(match=held)), 10, "the retry held by the worker")
+        namespace = settings.redis_namespace
+
+        def held() -> list[str]:  # a worker's set of delay-queue messages exists while not empty
+            return [key for _, delayed, key in held_sets(client, namespace, SEND_QUEUE) if delayed]
+
+        wait_for(held, 10, "the retry held by the worker")
         failed = time.monotonic()
         redis_server.kill()  # a blip: Redis comes back with its data (AOF), the worker lives on
         time.sleep(3)
@@ -134,7 +139,7 @@ def test_batches_retried_while_postgres_is_down_keep_their_count_and_are_sent_on
         postgres.stop()
         stack.start_sender(processes=1, threads=8)
         client: redis.Redis[bytes] = redis.Redis.from_url(str(chaos_settings.redis_url))
-        dead = f"{chaos_settings.redis_namespace}:{SEND_QUEUE}.XQ"
+        dead = queue_keys(chaos_settings.redis_namespace, SEND_QUEUE).dead
         # With PostgreSQL down every retry fails too, until Retries dead-letters each batch.
         wait_for(lambda: client.zcard(dead) == len(ids) // 64, 60, "every batch retried out")
         depth = queue_depth(client, chaos_settings.redis_namespace, SEND_QUEUE, 60)
