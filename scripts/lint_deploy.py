@@ -59,7 +59,9 @@ GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": 
 COMPOSE_OVERRIDES = ("docker-compose.pgbouncer.yml",)
 # Deployables that need a session of their own (the sweeper's lock, migrations): behind a
 # transaction pooler they must reach PostgreSQL by HERALD_DATABASE_SESSION_URL.
-SESSION_TARGETS = ("sender", "migrate")
+SESSION_TARGETS = tuple(
+    target for target, script in DEPLOYABLES.items() if script in k8s_manifests.SESSION_SCRIPTS
+)
 # Where the pooler's configuration lives and is mounted (compose and Kubernetes alike).
 PGBOUNCER_DIR = "deploy/pgbouncer"
 PGBOUNCER_MOUNT = "/etc/pgbouncer"
